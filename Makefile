@@ -1,0 +1,40 @@
+# groundqa: `make run` serves the seeds, `make test` runs the checks and the test suite.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install run index test lint bench eval clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## build the index if missing or stale, then serve on http://127.0.0.1:8000
+	$(BIN)/groundqa serve
+
+index: $(STAMP)
+	$(BIN)/groundqa index
+
+lint: $(STAMP)
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) lint  ## install, lint, type-check and run the test suite
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+eval: $(STAMP)
+	$(BIN)/groundqa eval ../shared/eval/scifact --split train
+	$(BIN)/groundqa eval ../shared/eval/squad --split dev
+
+clean:
+	rm -rf $(VENV) index/builds index/cache index/CURRENT

@@ -1,0 +1,3 @@
+"""groundqa: source-grounded question answering with verifiable citations."""
+
+__version__ = "0.1.0"

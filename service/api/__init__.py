@@ -1,0 +1,5 @@
+"""HTTP API of groundqa."""
+
+from service.api.app import create_app
+
+__all__ = ["create_app"]

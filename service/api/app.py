@@ -1,0 +1,105 @@
+"""The FastAPI application factory: the lifespan loads the model and index once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from service import __version__
+from service.api.routes import router
+from service.api.state import AppState
+from service.config import Settings
+from service.embedding import Embedder, load_embedder
+from service.errors import (
+    DocumentNotFoundError,
+    GroundQAError,
+    IndexIncompatibleError,
+    IndexNotBuiltError,
+    ModelLoadError,
+)
+from service.indexing import Builder
+from service.rebuild import RebuildManager, follow_published, watch_seeds
+from service.search import IndexHolder, Searcher
+
+log = logging.getLogger("groundqa")
+
+STATUS_BY_ERROR: list[tuple[type[GroundQAError], int]] = [
+    (DocumentNotFoundError, status.HTTP_404_NOT_FOUND),
+    (IndexNotBuiltError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (IndexIncompatibleError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (ModelLoadError, status.HTTP_503_SERVICE_UNAVAILABLE),
+]
+
+
+def _load(state: AppState, embedder: Embedder | None) -> None:
+    """Load the model and the published build into state (runs off the event loop)."""
+    settings = state.settings
+    try:
+        state.embedder = embedder or load_embedder(
+            settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size
+        )
+    except ModelLoadError as exc:
+        state.load_error = str(exc)
+        log.error("%s", exc)
+        return
+    state.holder = IndexHolder(settings.index_dir, state.embedder)
+    state.searcher = Searcher(settings, state.embedder, state.holder)
+    state.rebuilds = RebuildManager(settings, Builder(settings, state.embedder), state.holder)
+    try:
+        state.holder.refresh()
+    except GroundQAError as exc:
+        # Keep serving health and admin routes; asks answer 503 with this hint.
+        log.error("%s", exc)
+
+
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """A groundqa app for settings; pass an embedder to share one already loaded (or a fake)."""
+    settings = settings or Settings()
+    state = AppState(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_load, state, embedder)
+        stop = threading.Event()
+        threads = []
+        if state.holder is not None:
+            threads.append(threading.Thread(
+                target=follow_published, args=(state.holder, settings.reload_interval, stop),
+                name="groundqa-follow", daemon=True,
+            ))
+        if settings.watch and state.rebuilds is not None:
+            threads.append(threading.Thread(
+                target=watch_seeds, args=(settings, state.rebuilds, stop),
+                name="groundqa-watch", daemon=True,
+            ))
+        for thread in threads:
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=5)
+
+    app = FastAPI(
+        title="groundqa",
+        version=__version__,
+        description="Source-grounded question answering: every passage cites the exact span of "
+        "its source document.",
+        lifespan=lifespan,
+    )
+    app.state.groundqa = state
+    app.include_router(router)
+
+    @app.exception_handler(GroundQAError)
+    async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
+        code = next((c for t, c in STATUS_BY_ERROR if isinstance(exc, t)), 500)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    return app

@@ -1,0 +1,176 @@
+"""Routes of the ask, documents, index and health APIs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
+
+from service.answering import AskResult, ask
+from service.api.schemas import (
+    AskQuery,
+    AskRequest,
+    AskResponse,
+    DocumentList,
+    DocumentOut,
+    DocumentSummary,
+    ErrorOut,
+    IndexInfo,
+    JobOut,
+    Ready,
+)
+from service.api.state import Admin, ApiKey, SearcherDep, StateDep
+from service.errors import BuildInProgressError, DocumentNotFoundError
+from service.indexing import seeds_plan
+from service.search import Searcher
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut},
+}
+
+router = APIRouter()
+
+
+def to_response(result: AskResult) -> AskResponse:
+    """The JSON body of an ask."""
+    return AskResponse.model_validate(
+        {
+            "question": result.question,
+            "answer": {
+                "text": result.answer.text,
+                "grounded": result.answer.grounded,
+                "citations": list(result.answer.citations),
+            },
+            "passages": [
+                {
+                    "rank": p.rank, "score": p.score, "text": p.text,
+                    "highlights": [vars_of(h) for h in p.highlights],
+                    "citation": vars_of(p.citation),
+                }
+                for p in result.passages
+            ],
+            "index": {"build_id": result.build_id, "model": result.model},
+            "took_ms": result.took_ms,
+        }
+    )
+
+
+def vars_of(obj: object) -> dict[str, object]:
+    """Fields of a slotted dataclass as a dict."""
+    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
+
+
+async def run_ask(searcher: Searcher, body: AskRequest) -> AskResponse:
+    """Answer off the event loop: encoding and search are CPU-bound."""
+    result = await run_in_threadpool(
+        ask, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
+    )
+    return to_response(result)
+
+
+@router.post("/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey],
+             tags=["ask"])
+async def ask_post(body: AskRequest, searcher: SearcherDep) -> AskResponse:
+    """Answer a question with ranked, cited passages."""
+    return await run_ask(searcher, body)
+
+
+@router.get("/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey],
+            tags=["ask"])
+async def ask_get(params: Annotated[AskQuery, Query()], searcher: SearcherDep) -> AskResponse:
+    """Answer `q` with ranked, cited passages."""
+    body = AskRequest(question=params.q, top_k=params.top_k, mode=params.mode,
+                      sources=params.sources)
+    return await run_ask(searcher, body)
+
+
+@router.get("/v1/documents", response_model=DocumentList, dependencies=[ApiKey],
+            tags=["documents"])
+def list_documents(searcher: SearcherDep) -> DocumentList:
+    """Sources indexed in the served build."""
+    index = searcher.holder.current
+    return DocumentList(
+        build_id=index.build_id,
+        documents=[
+            DocumentSummary(source=d.source, title=d.title, sha256=d.sha256, chunks=d.chunks)
+            for d in index.chunks.documents.values()
+        ],
+    )
+
+
+@router.get("/v1/documents/{source:path}", response_model=DocumentOut,
+            responses={404: {"model": ErrorOut}}, dependencies=[ApiKey], tags=["documents"])
+def get_document(source: str, searcher: SearcherDep) -> DocumentOut:
+    """The indexed text of one source; citation offsets index into it."""
+    index = searcher.holder.current
+    # Only sources in the build are served, from the build's own store: never a file read.
+    info = index.chunks.documents.get(source)
+    text = index.chunks.text(source) if info else None
+    if info is None or text is None:
+        raise DocumentNotFoundError(f"no indexed document {source!r}; see GET /v1/documents")
+    return DocumentOut(source=info.source, title=info.title, sha256=info.sha256, text=text)
+
+
+@router.get("/v1/index", response_model=IndexInfo, dependencies=[ApiKey], tags=["index"])
+def index_info(state: StateDep, searcher: SearcherDep) -> IndexInfo:
+    """The published build and whether seeds/ has changed since."""
+    index = searcher.holder.current
+    manifest = index.manifest
+    try:
+        stale = seeds_plan(state.settings).changed
+    except Exception:  # a missing seeds folder makes the build stale, not the route fail
+        stale = True
+    return IndexInfo(
+        build_id=index.build_id,
+        model=manifest["model"]["id"],
+        created_at=manifest["created_at"],
+        documents=manifest["counts"]["documents"],
+        chunks=manifest["counts"]["chunks"],
+        stale=stale,
+        skipped=manifest.get("skipped", []),
+        rebuild_reason=manifest.get("rebuild_reason"),
+    )
+
+
+@router.post("/v1/index/rebuild", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                        409: {"model": ErrorOut}}, dependencies=[Admin], tags=["index"])
+def start_rebuild(state: StateDep) -> JobOut:
+    """Start an incremental rebuild in the background; poll its status."""
+    if state.rebuilds is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is still loading")
+    try:
+        job = state.rebuilds.start()
+    except BuildInProgressError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return JobOut.model_validate(job.as_dict())
+
+
+@router.get("/v1/index/rebuild/{job_id}", response_model=JobOut,
+            responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                       404: {"model": ErrorOut}}, dependencies=[Admin], tags=["index"])
+def rebuild_status(job_id: str, state: StateDep) -> JobOut:
+    """Progress and result of a rebuild."""
+    job = state.rebuilds.jobs.get(job_id) if state.rebuilds else None
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rebuild job {job_id!r}")
+    return JobOut.model_validate(job.as_dict())
+
+
+@router.get("/healthz", tags=["health"])
+def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"model": ErrorOut}}, tags=["health"])
+def readyz(state: StateDep) -> Ready:
+    """Ready once the model and a valid build are loaded."""
+    holder = state.holder
+    if state.searcher is None or holder is None or not holder.loaded:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            state.load_error or "not ready: model or index still loading",
+        )
+    return Ready(status="ready", build_id=holder.current.build_id)

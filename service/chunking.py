@@ -1,0 +1,219 @@
+"""Chunk: split documents into sentence-aware windows that fit the embedding model."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.models import Chunk, Document, Span
+
+
+class Tokenizer(Protocol):
+    """Counts the model's word pieces and says where each one sits in the text."""
+
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character span of every token of each text, special tokens excluded."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkerSettings:
+    """How documents are windowed; part of the index fingerprint."""
+
+    max_tokens: int  # model positions available, special tokens included
+    special_tokens: int  # positions the model's own markers use (e.g. [CLS] and [SEP])
+    budget: int  # configured word pieces per chunk, before the model limit
+    overlap: int  # sentences repeated at the start of the next chunk
+
+    @property
+    def text_budget(self) -> int:
+        """Word pieces a chunk plus its context may hold."""
+        return min(self.budget, self.max_tokens - self.special_tokens)
+
+
+# A title longer than this is not prepended to embedded text: it would crowd out the passage.
+MAX_CONTEXT_TOKENS = 64
+
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e eg ie cf al fig figs no nos vol pp ca approx "
+    "inc ltd co corp dept est jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k".split()
+)
+# Sentence end: terminal punctuation, optional closing quotes/brackets, then whitespace.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+")
+_NEWLINE = re.compile("\n")
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+_STRUCTURAL_LINE = re.compile(r"[ \t]*(?:#{1,6}\s|[-*+>]\s|\d{1,3}[.)]\s|\|)")
+
+
+def _is_abbreviation(text: str, end: int) -> bool:
+    """Whether the period ending at `end` closes an abbreviation or an initial."""
+    start = end - 1
+    while start > 0 and not text[start - 1].isspace() and text[start - 1] not in "([\"'“‘":
+        start -= 1
+    word = text[start:end].rstrip(".").lower()
+    return len(word) == 1 and word.isalpha() or word in _ABBREVIATIONS
+
+
+def _continues_lowercase(text: str, pos: int, end: int) -> bool:
+    """Whether the next non-space character after pos (before end) is a lowercase letter."""
+    while pos < end and text[pos].isspace():
+        pos += 1
+    return pos < end and text[pos].islower()
+
+
+def _blocks(text: str) -> list[Span]:
+    """Spans separated by blank lines or by lines that start a heading, list item or table row."""
+    cuts = {0, len(text)}
+    cuts.update(m.start() for m in _BLANK_LINE.finditer(text))
+    pos = text.find("\n")
+    while pos != -1:
+        if _STRUCTURAL_LINE.match(text, pos + 1) or _STRUCTURAL_LINE.match(
+            text, text.rfind("\n", 0, pos) + 1
+        ):
+            cuts.add(pos)
+        pos = text.find("\n", pos + 1)
+    edges = sorted(cuts)
+    return [Span(a, b) for a, b in zip(edges, edges[1:], strict=False) if text[a:b].strip()]
+
+
+def _strip(text: str, start: int, end: int) -> Span | None:
+    """The span without surrounding whitespace, or None when it holds only whitespace."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return Span(start, end) if start < end else None
+
+
+def split_sentences(text: str) -> list[Span]:
+    """Sentence spans of text, whitespace-trimmed, in order, covering all non-space characters."""
+    spans: list[Span] = []
+    for block in _blocks(text):
+        start = block.start
+        for match in _SENTENCE_END.finditer(text, block.start, block.end):
+            end = match.end()
+            if text[match.start()] == "." and match.end() - match.start() == 1 and (
+                _is_abbreviation(text, match.start() + 1)
+            ):
+                continue
+            if _continues_lowercase(text, end, block.end):
+                continue  # "... and so on", "e.g. this": the sentence goes on
+            span = _strip(text, start, end)
+            if span:
+                spans.append(span)
+            start = end
+        span = _strip(text, start, block.end)
+        if span:
+            spans.append(span)
+    return spans
+
+
+def _split_long(
+    sentence: Span, offsets: list[tuple[int, int]], budget: int, text: str
+) -> list[Span]:
+    """Cut a sentence longer than budget tokens at word starts, each piece within budget."""
+    pieces: list[Span] = []
+    first = 0
+    while first < len(offsets):
+        last = min(first + budget, len(offsets))  # exclusive token index
+        if last < len(offsets):
+            # Back off to a token that begins a word so no word is cut unless it alone is too long.
+            cut = last
+            while cut > first + 1 and not text[offsets[cut][0] - 1].isspace():
+                cut -= 1
+            if cut > first + 1:
+                last = cut
+        start = sentence.start + offsets[first][0] if first else sentence.start
+        end = sentence.start + offsets[last][0] if last < len(offsets) else sentence.end
+        span = _strip(text, start, end)
+        if span:
+            pieces.append(span)
+        first = last
+    return pieces
+
+
+def chunk_id(source: str, sha256: str, start: int, end: int) -> str:
+    """Stable id of a chunk: the same file content cut at the same place keeps its id."""
+    return hashlib.sha256(f"{source}\0{sha256}\0{start}\0{end}".encode()).hexdigest()[:20]
+
+
+def embedding_text(chunk: Chunk) -> str:
+    """The text given to the encoder: title context, then the verbatim passage."""
+    return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
+
+
+class Chunker:
+    """Packs whole sentences into windows of at most the token budget."""
+
+    def __init__(self, tokenizer: Tokenizer, settings: ChunkerSettings) -> None:
+        self.tokenizer = tokenizer
+        self.settings = settings
+
+    def count(self, text: str) -> int:
+        """Word pieces of text, special tokens excluded."""
+        return len(self.tokenizer.offsets([text])[0])
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        """Chunks of doc in order; each within the budget including its embedded title."""
+        text = doc.text
+        title_tokens = self.count(doc.title) if doc.title else 0
+        context = doc.title if 0 < title_tokens <= MAX_CONTEXT_TOKENS else ""
+        budget = self.settings.text_budget - (title_tokens if context else 0)
+
+        sentences = split_sentences(text)
+        if not sentences:
+            return []
+        offsets = self.tokenizer.offsets([text[s.start : s.end] for s in sentences])
+        units: list[tuple[Span, int]] = []
+        for span, offs in zip(sentences, offsets, strict=True):
+            if len(offs) <= budget:
+                units.append((span, len(offs)))
+            else:
+                pieces = _split_long(span, offs, budget, text)
+                counts = self.tokenizer.offsets([text[p.start : p.end] for p in pieces])
+                units.extend((p, len(c)) for p, c in zip(pieces, counts, strict=True))
+
+        windows = self._pack(units, budget)
+        newlines = [m.start() for m in _NEWLINE.finditer(text)]
+        chunks = []
+        for start, end in windows:
+            chunks.append(
+                Chunk(
+                    chunk_id=chunk_id(doc.source, doc.sha256, start, end),
+                    source=doc.source,
+                    title=doc.title,
+                    text=text[start:end],
+                    char_start=start,
+                    char_end=end,
+                    line_start=bisect.bisect_left(newlines, start) + 1,
+                    line_end=bisect.bisect_left(newlines, end - 1) + 1,
+                    context=context,
+                )
+            )
+        return chunks
+
+    def _pack(self, units: list[tuple[Span, int]], budget: int) -> list[tuple[int, int]]:
+        """Greedy windows of consecutive units within budget, sharing `overlap` units."""
+        windows: list[tuple[int, int]] = []
+        first = 0
+        while first < len(units):
+            total, last = 0, first
+            while last < len(units) and total + units[last][1] <= budget:
+                total += units[last][1]
+                last += 1
+            last = max(last, first + 1)  # a unit always fits: long sentences were cut to budget
+            windows.append((units[first][0].start, units[last - 1][0].end))
+            if last >= len(units):
+                break
+            # Overlap only as far as the next unit still fits beside it, and always advance.
+            overlap = min(self.settings.overlap, last - first - 1)
+            while overlap and sum(c for _, c in units[last - overlap : last]) + units[last][
+                1
+            ] > budget:
+                overlap -= 1
+            first = last - overlap
+        return windows

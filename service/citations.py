@@ -1,0 +1,80 @@
+"""Cite: turn hits into passages whose citation can be checked against the source text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from service.models import Chunk, Hit, Span
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """Where a passage comes from: `document_text[char_start:char_end] == passage text`."""
+
+    source: str
+    title: str
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+    chunk_id: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Highlight:
+    """A sentence of a passage that best answers the question, in document offsets."""
+
+    char_start: int
+    char_end: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A ranked, cited passage."""
+
+    rank: int
+    score: float
+    text: str
+    citation: Citation
+    highlights: tuple[Highlight, ...] = ()
+
+
+def document_url(source: str) -> str:
+    """API path of an indexed document."""
+    return "/v1/documents/" + quote(source, safe="/")
+
+
+def cite(chunk: Chunk) -> Citation:
+    """The citation of a chunk, with a link to its line range."""
+    return Citation(
+        source=chunk.source,
+        title=chunk.title,
+        char_start=chunk.char_start,
+        char_end=chunk.char_end,
+        line_start=chunk.line_start,
+        line_end=chunk.line_end,
+        chunk_id=chunk.chunk_id,
+        url=f"{document_url(chunk.source)}#L{chunk.line_start}-L{chunk.line_end}",
+    )
+
+
+def highlight(chunk: Chunk, span: Span) -> Highlight:
+    """A highlight from a span given in chunk-relative offsets."""
+    return Highlight(
+        char_start=chunk.char_start + span.start,
+        char_end=chunk.char_start + span.end,
+        text=chunk.text[span.start : span.end],
+    )
+
+
+def passages(hits: list[Hit], highlights: list[tuple[Highlight, ...]] | None = None) -> list[Passage]:
+    """Ranked passages (rank 1 first) for hits, with their highlights when given."""
+    marks = highlights or [() for _ in hits]
+    return [
+        Passage(rank=i, score=round(hit.score, 6), text=hit.chunk.text, citation=cite(hit.chunk),
+                highlights=marks[i - 1])
+        for i, hit in enumerate(hits, start=1)
+    ]

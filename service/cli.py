@@ -1,0 +1,159 @@
+"""Command line: `groundqa index | ask | serve` (text for people, --json for machines)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from service.config import Settings
+from service.errors import BuildInProgressError, GroundQAError
+
+EXIT_ERROR = 2
+EXIT_BUSY = 3
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by command-line options."""
+    overrides: dict[str, Any] = {}
+    for name in ("seeds_dir", "index_dir", "host", "port", "mode"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "watch", False):
+        overrides["watch"] = True
+    return Settings(**overrides)
+
+
+def _builder(settings: Settings) -> Any:
+    from service.embedding import load_embedder
+    from service.indexing import Builder
+
+    embedder = load_embedder(
+        settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size
+    )
+    return Builder(settings, embedder)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Build or update the index from the seeds folder."""
+    from service.indexing import report_json, summary_text
+
+    settings = _settings(args)
+    builder = _builder(settings)
+    report = builder.build(
+        full=args.full, dry_run=args.dry_run, show_progress=not args.json and sys.stderr.isatty(),
+    )
+    print(report_json(report) if args.json else summary_text(report))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Answer a question from the published index."""
+    from service.answering import ask
+    from service.api.routes import to_response
+    from service.embedding import load_embedder
+    from service.search import IndexHolder, Searcher
+
+    settings = _settings(args)
+    embedder = load_embedder(settings.model_path, threads=settings.encoder_threads)
+    holder = IndexHolder(settings.index_dir, embedder)
+    holder.refresh()
+    searcher = Searcher(settings, embedder, holder)
+    result = ask(searcher, args.question, top_k=args.top_k, mode=args.mode)
+    body = to_response(result)
+    if args.json:
+        print(body.model_dump_json())
+        return 0
+    print(f"Answer: {body.answer.text}\n")
+    for p in body.passages:
+        c = p.citation
+        print(f"[{p.rank}] {c.source}, lines {c.line_start}-{c.line_end} (score {p.score:.4f})")
+        print(f"    {p.text}\n")
+    print(f"build {body.index.build_id}, {body.took_ms:.1f} ms")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Build the index if missing or stale, then serve HTTP."""
+    import uvicorn
+
+    from service.api import create_app
+    from service.indexing import seeds_plan, summary_text
+    from service.store import read_pointer
+
+    settings = _settings(args)
+    builder = _builder(settings)
+    has_index = read_pointer(settings.index_dir) is not None
+    if not settings.seeds_dir.is_dir() and has_index:
+        print(f"warning: seeds folder {settings.seeds_dir} missing; serving the existing index",
+              file=sys.stderr)
+    else:
+        plan = seeds_plan(settings)
+        if plan.changed:
+            reason = plan.full_reason or "seeds changed since the last build"
+            print(f"Building the index ({reason})...", file=sys.stderr)
+            print(summary_text(builder.build(show_progress=sys.stderr.isatty())), file=sys.stderr)
+    app = create_app(settings, embedder=builder.embedder)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                timeout_keep_alive=5, timeout_graceful_shutdown=30)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the groundqa command."""
+    parser = argparse.ArgumentParser(prog="groundqa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--seeds", dest="seeds_dir", type=Path, help="seeds folder (default: seeds)")
+        p.add_argument("--index", dest="index_dir", type=Path, help="index folder (default: index)")
+
+    p = sub.add_parser("index", help="build or update the index from the seeds folder")
+    common(p)
+    p.add_argument("--full", action="store_true", help="re-embed everything, ignoring the cache")
+    p.add_argument("--dry-run", action="store_true", help="print the plan without writing")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("ask", help="answer a question from the index")
+    common(p)
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int, default=5, choices=range(1, 51), metavar="N")
+    p.add_argument("--mode", choices=["hybrid", "dense", "keyword"])
+    p.add_argument("--json", action="store_true", help="print the API's JSON body")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("serve", help="serve HTTP, building the index first if missing or stale")
+    common(p)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--watch", action="store_true", help="rebuild when seeds/ changes")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; domain errors become one line on stderr and a non-zero exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("groundqa").setLevel(logging.INFO)
+    try:
+        code: int = args.func(args)
+    except BuildInProgressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except GroundQAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

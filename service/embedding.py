@@ -1,0 +1,134 @@
+"""Embed: turn texts into L2-normalised float32 vectors with a local sentence-transformers model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from service.chunking import Tokenizer
+from service.errors import ModelLoadError
+
+Vectors = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """A text encoder: `embed` returns one unit-length float32 row per text."""
+
+    model_id: str
+    dim: int
+    max_seq_length: int
+    special_tokens: int
+    tokenizer: Tokenizer
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
+        """Unit-length vectors of shape (len(texts), dim)."""
+        ...
+
+
+class HFTokenizer:
+    """Tokenizer protocol over a Hugging Face fast tokenizer."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character span of every word piece of each text, special tokens excluded."""
+        if not texts:
+            return []
+        encoded = self._tokenizer(
+            list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+            verbose=False,
+        )
+        return [[(int(a), int(b)) for a, b in offs] for offs in encoded["offset_mapping"]]
+
+    def special_tokens(self) -> int:
+        """Positions the model's own markers take in every sequence."""
+        return len(self._tokenizer("", add_special_tokens=True)["input_ids"])
+
+
+def model_fingerprint(path: Path) -> str:
+    """A stable id for a model folder: its name plus a hash of its configuration and weights size.
+
+    Install locations differ between machines, so the path itself cannot be the id.
+    """
+    digest = hashlib.sha256()
+    for name in ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json"):
+        file = path / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + file.read_bytes())
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return f"{path.name}@{digest.hexdigest()[:12]}"
+
+
+def _check_model_folder(path: Path) -> None:
+    """Raise ModelLoadError unless path looks like a local sentence-transformers model."""
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model folder {path} does not exist; set GROUNDQA_MODEL to a local "
+            "sentence-transformers folder or unset it to use the bundled all-MiniLM-L6-v2"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} is not a sentence-transformers model folder (no config.json)")
+
+
+class SentenceTransformerEmbedder:
+    """The production encoder; loads the model once, encodes on the CPU."""
+
+    def __init__(self, model_path: str, *, threads: int = 0, batch_size: int = 32) -> None:
+        path = Path(model_path).expanduser()
+        _check_model_folder(path)
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        try:
+            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except Exception as exc:  # the library raises many types for a bad folder
+            raise ModelLoadError(f"cannot load model from {path}: {exc}") from exc
+        self.model_id = model_fingerprint(path)
+        dim = self._model.get_embedding_dimension()
+        if not dim:
+            raise ModelLoadError(f"model at {path} does not report an embedding dimension")
+        self.dim = int(dim)
+        self.max_seq_length = int(self._model.max_seq_length)
+        hf = HFTokenizer(self._model.tokenizer)
+        self.tokenizer: Tokenizer = hf
+        self.special_tokens = hf.special_tokens()
+        self.batch_size = batch_size
+        # Torch releases the GIL but one model instance is not safe to call re-entrantly
+        # from several threads with different batch shapes; serialise the forward pass.
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
+        """Unit-length vectors of shape (len(texts), dim)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_embedder(model_path: str, *, threads: int = 0, batch_size: int = 32) -> Embedder:
+    """The configured encoder for a model folder."""
+    return SentenceTransformerEmbedder(model_path, threads=threads, batch_size=batch_size)
+
+
+def read_model_info(path: Path) -> dict[str, Any]:
+    """The sentence-transformers config of a model folder, for error messages."""
+    config = path / "config_sentence_transformers.json"
+    return dict(json.loads(config.read_text())) if config.is_file() else {}

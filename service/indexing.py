@@ -1,0 +1,465 @@
+"""Index builds: diff seeds/ against the published manifest, embed only new chunk text,
+write a new build folder, validate it, publish it atomically and prune old builds."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.chunking import Chunker, ChunkerSettings, embedding_text
+from service.config import Settings
+from service.embedding import Embedder, model_fingerprint
+from service.errors import BuildInProgressError, GroundQAError
+from service.ingest import ParseError, SeedFile, parse_seed, scan_seeds
+from service.keyword import KEYWORD_VERSION, KeywordIndex
+from service.models import Chunk, Document, Skipped
+from service.store import (
+    BUILDS,
+    CHUNKS_DB,
+    FORMAT_VERSION,
+    KEYWORD_DIR,
+    TMP_PREFIX,
+    ChunkStore,
+    EmbeddingCache,
+    build_path,
+    fsync_dir,
+    publish,
+    published_manifest,
+    read_manifest,
+    read_pointer,
+    write_chunk_store,
+    write_manifest,
+    write_vectors,
+)
+
+# Bump when chunk boundaries change for the same settings: forces a full rebuild.
+CHUNKER_VERSION = 1
+KEEP_BUILDS = 2
+LOCK_FILE = ".lock"
+CACHE_FILE = Path("cache") / "embeddings.sqlite"
+
+Progress = Callable[[str, float], None]
+
+
+def _no_progress(stage: str, fraction: float) -> None:
+    """Progress sink that ignores updates."""
+
+
+def index_fingerprint(settings: Settings, model_id: str) -> dict[str, Any]:
+    """Everything that, when changed, invalidates all chunks and vectors."""
+    return {
+        "model": model_id,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "chunker_version": CHUNKER_VERSION,
+        "keyword": KEYWORD_VERSION,
+        "format_version": FORMAT_VERSION,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BuildPlan:
+    """What a build will do, file by file."""
+
+    added: list[str]
+    modified: list[str]
+    deleted: list[str]
+    unchanged: list[str]
+    skipped: list[Skipped]
+    full_reason: str | None  # why every file is re-chunked, or None for an incremental build
+
+    @property
+    def changed(self) -> bool:
+        """Whether the published build differs from seeds/."""
+        return bool(self.added or self.modified or self.deleted or self.full_reason)
+
+
+@dataclass(slots=True)
+class BuildReport:
+    """The outcome of `groundqa index`; `as_dict` is the JSON summary."""
+
+    build_id: str | None
+    published: bool
+    dry_run: bool
+    files_indexed: int
+    added: list[str]
+    modified: list[str]
+    deleted: list[str]
+    unchanged: list[str]
+    skipped: list[dict[str, str]]
+    chunks: int
+    chunks_embedded: int
+    chunks_reused: int
+    full_rebuild_reason: str | None
+    seconds: float
+    previous_build_id: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return asdict(self)
+
+
+def _current_fingerprint(settings: Settings) -> dict[str, Any]:
+    return index_fingerprint(settings, model_fingerprint(Path(settings.model_path)))
+
+
+def plan_build(
+    settings: Settings, files: list[SeedFile], skipped: list[Skipped], full: bool
+) -> BuildPlan:
+    """Diff the scanned seeds against the published manifest."""
+    manifest = None
+    full_reason: str | None = "--full requested" if full else None
+    try:
+        manifest = published_manifest(settings.index_dir)
+    except GroundQAError as exc:
+        full_reason = full_reason or f"published build unusable: {exc}"
+    if manifest is None and not full_reason:
+        full_reason = "no published build"
+    if manifest is not None and not full_reason:
+        old = manifest.get("fingerprint", {})
+        new = _current_fingerprint(settings)
+        diff = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
+        if diff:
+            full_reason = "settings changed: " + ", ".join(
+                f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff
+            )
+    previous: dict[str, Any] = manifest.get("files", {}) if manifest else {}
+    current = {f.source: f.sha256 for f in files}
+    added = sorted(s for s in current if s not in previous)
+    deleted = sorted(s for s in previous if s not in current)
+    modified = sorted(s for s in current if s in previous and previous[s]["sha256"] != current[s])
+    unchanged = sorted(s for s in current if s in previous and previous[s]["sha256"] == current[s])
+    return BuildPlan(added, modified, deleted, unchanged, skipped, full_reason)
+
+
+def seeds_plan(settings: Settings) -> BuildPlan:
+    """The plan a build would follow now: used to tell whether the index is stale."""
+    files, skipped = scan_seeds(settings.seeds_dir, settings.max_file_bytes)
+    return plan_build(settings, files, skipped, full=False)
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold the index's build lock; BuildInProgressError when another build has it."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as exc:
+            raise BuildInProgressError(
+                f"another build of {index_dir} is running; wait for it to finish and try again"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _clean_debris(index_dir: Path) -> None:
+    """Remove folders left by builds that died before publishing."""
+    builds = index_dir / BUILDS
+    if builds.is_dir():
+        for entry in builds.iterdir():
+            if entry.name.startswith(TMP_PREFIX):
+                shutil.rmtree(entry, ignore_errors=True)
+    for entry in index_dir.glob(f"{TMP_PREFIX}*"):
+        entry.unlink(missing_ok=True)
+
+
+def _prune(index_dir: Path, keep: str) -> None:
+    """Keep the published build and the newest other one; delete the rest.
+
+    Running servers that still read a deleted build keep working: its files stay open.
+    """
+    builds = index_dir / BUILDS
+    others = sorted(
+        (e for e in builds.iterdir() if e.is_dir() and not e.name.startswith(TMP_PREFIX)
+         and e.name != keep),
+        key=lambda e: e.name,
+        reverse=True,
+    )
+    for old in others[KEEP_BUILDS - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def new_build_id() -> str:
+    """Sortable, unique build id: UTC time plus random suffix."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+def text_key(text: str) -> str:
+    """Embedding cache key of an embedded text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Builder:
+    """Runs builds of one index folder with one embedder."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.chunker = Chunker(
+            embedder.tokenizer,
+            ChunkerSettings(
+                max_tokens=embedder.max_seq_length,
+                special_tokens=embedder.special_tokens,
+                budget=settings.chunk_tokens,
+                overlap=settings.chunk_overlap,
+            ),
+        )
+
+    def build(
+        self,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        show_progress: bool = False,
+        progress: Progress = _no_progress,
+        wait: bool = False,
+    ) -> BuildReport:
+        """Build seeds/ into a new published build (or only plan it when dry_run)."""
+        started = time.perf_counter()
+        index_dir = self.settings.index_dir
+        files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
+        plan = plan_build(self.settings, files, skipped, full)
+        previous_id = read_pointer(index_dir)
+        if dry_run:
+            return self._report(None, False, True, plan, files, [], 0, 0, started, previous_id)
+        if not plan.changed and previous_id is not None:
+            # Nothing to do: the published build already is this exact function of seeds/.
+            report = self._report(
+                previous_id, False, False, plan, files, [], 0, 0, started, previous_id
+            )
+            manifest = published_manifest(index_dir) or {}
+            report.chunks = int(manifest.get("counts", {}).get("chunks", 0))
+            report.chunks_reused = report.chunks
+            report.skipped = manifest.get("skipped", report.skipped)
+            return report
+        with build_lock(index_dir, wait=wait):
+            _clean_debris(index_dir)
+            return self._build_locked(
+                plan, files, full, show_progress, progress, started, previous_id
+            )
+
+    def _build_locked(
+        self,
+        plan: BuildPlan,
+        files: list[SeedFile],
+        full: bool,
+        show_progress: bool,
+        progress: Progress,
+        started: float,
+        previous_id: str | None,
+    ) -> BuildReport:
+        index_dir = self.settings.index_dir
+        timings: dict[str, float] = {}
+        progress("chunking", 0.0)
+        t0 = time.perf_counter()
+        reusable = self._reusable_chunks(plan, previous_id)
+        documents: list[Document] = []
+        chunks_by_source: dict[str, list[Chunk]] = {}
+        skipped = list(plan.skipped)
+        for seed in files:
+            try:
+                doc = parse_seed(seed)
+            except (ParseError, OSError) as exc:
+                skipped.append(Skipped(seed.source, str(exc)))
+                continue
+            documents.append(doc)
+            chunks_by_source[doc.source] = reusable.get(doc.source) or self.chunker.chunk(doc)
+        timings["chunk"] = time.perf_counter() - t0
+
+        build_id = new_build_id()
+        tmp = index_dir / BUILDS / f"{TMP_PREFIX}{build_id}"
+        tmp.mkdir(parents=True)
+        ordered = write_chunk_store(tmp, documents, chunks_by_source)
+
+        progress("embedding", 0.1)
+        t0 = time.perf_counter()
+        vectors, embedded = self._vectors(ordered, full=full, show_progress=show_progress)
+        timings["embed"] = time.perf_counter() - t0
+
+        progress("writing", 0.8)
+        t0 = time.perf_counter()
+        write_vectors(tmp, vectors)
+        KeywordIndex.build([c.text for c in ordered]).save(tmp / KEYWORD_DIR)
+        seeds_by_source = {f.source: f for f in files}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "build_id": build_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": {
+                "id": self.embedder.model_id,
+                "dim": self.embedder.dim,
+                "max_seq_length": self.embedder.max_seq_length,
+            },
+            "chunker": {
+                "chunk_tokens": self.chunker.settings.budget,
+                "chunk_overlap": self.chunker.settings.overlap,
+                "text_budget": self.chunker.settings.text_budget,
+                "version": CHUNKER_VERSION,
+            },
+            "fingerprint": index_fingerprint(self.settings, self.embedder.model_id),
+            "files": {
+                d.source: {
+                    "sha256": d.sha256,
+                    "size": seeds_by_source[d.source].size,
+                    "chunks": len(chunks_by_source[d.source]),
+                    "title": d.title,
+                }
+                for d in documents
+            },
+            "skipped": [asdict(s) for s in skipped],
+            "counts": {"documents": len(documents), "chunks": len(ordered)},
+            "previous_build_id": previous_id,
+            "rebuild_reason": plan.full_reason,
+        }
+        write_manifest(tmp, manifest)
+        timings["write"] = time.perf_counter() - t0
+
+        progress("validating", 0.9)
+        validate_build(tmp, self.embedder)
+        final = build_path(index_dir, build_id)
+        tmp.rename(final)
+        fsync_dir(final.parent)
+        publish(index_dir, build_id)
+        _prune(index_dir, keep=build_id)
+        progress("published", 1.0)
+        plan_after = BuildPlan(
+            plan.added, plan.modified, plan.deleted, plan.unchanged, skipped, plan.full_reason
+        )
+        report = self._report(
+            build_id, True, False, plan_after, files, ordered, embedded, len(ordered) - embedded,
+            started, previous_id,
+        )
+        report.files_indexed = len(documents)
+        report.timings = {k: round(v, 3) for k, v in timings.items()}
+        return report
+
+    def _reusable_chunks(self, plan: BuildPlan, previous_id: str | None) -> dict[str, list[Chunk]]:
+        """Chunks of unchanged files from the published build, when its settings still hold."""
+        if plan.full_reason or previous_id is None or not plan.unchanged:
+            return {}
+        store = ChunkStore(build_path(self.settings.index_dir, previous_id) / CHUNKS_DB)
+        return {source: list(store.iter_chunks(source)) for source in plan.unchanged}
+
+    def _vectors(
+        self, chunks: list[Chunk], *, full: bool, show_progress: bool
+    ) -> tuple[np.ndarray, int]:
+        """Vectors for chunks in order, from the cache where possible; returns (vectors, embedded)."""
+        cache = EmbeddingCache(self.settings.index_dir / CACHE_FILE)
+        model = self.embedder.model_id
+        texts = [embedding_text(c) for c in chunks]
+        keys = [text_key(t) for t in texts]
+        found = {} if full else cache.get(model, keys, self.embedder.dim)
+        missing: dict[str, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in found:
+                missing.setdefault(key, text)
+        if missing:
+            fresh = self.embedder.embed(list(missing.values()), progress=show_progress)
+            new = dict(zip(missing.keys(), fresh, strict=True))
+            cache.put(model, new)
+            found.update(new)
+        vectors = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
+        for row, key in enumerate(keys):
+            vectors[row] = found[key]
+        return vectors, len(missing)
+
+    def _report(
+        self,
+        build_id: str | None,
+        published: bool,
+        dry_run: bool,
+        plan: BuildPlan,
+        files: list[SeedFile],
+        chunks: list[Chunk],
+        embedded: int,
+        reused: int,
+        started: float,
+        previous_id: str | None,
+    ) -> BuildReport:
+        return BuildReport(
+            build_id=build_id,
+            published=published,
+            dry_run=dry_run,
+            files_indexed=len(files),
+            added=plan.added,
+            modified=plan.modified,
+            deleted=plan.deleted,
+            unchanged=plan.unchanged,
+            skipped=[asdict(s) for s in plan.skipped],
+            chunks=len(chunks),
+            chunks_embedded=embedded,
+            chunks_reused=reused,
+            full_rebuild_reason=plan.full_reason,
+            seconds=round(time.perf_counter() - started, 3),
+            previous_build_id=previous_id,
+        )
+
+
+def validate_build(folder: Path, embedder: Embedder) -> None:
+    """Check a written build before publishing: counts agree, it loads, a smoke query runs."""
+    from service.search import LoadedIndex
+
+    manifest = read_manifest(folder)
+    index = LoadedIndex.open(folder, expected_model=embedder.model_id, expected_dim=embedder.dim)
+    counts = manifest["counts"]
+    if index.vectors.ntotal != counts["chunks"] or index.chunks.chunk_count != counts["chunks"]:
+        raise GroundQAError(
+            f"build validation failed: {index.vectors.ntotal} vectors, "
+            f"{index.chunks.chunk_count} chunks, manifest says {counts['chunks']}"
+        )
+    if len(index.chunks.documents) != counts["documents"]:
+        raise GroundQAError("build validation failed: document count differs from manifest")
+    if counts["chunks"]:
+        probe = index.chunks.chunks([0])[0]
+        vector = embedder.embed([embedding_text(probe)])
+        _, ids = index.vectors.search(vector, 1)
+        if int(ids[0][0]) < 0:
+            raise GroundQAError("build validation failed: smoke query returned nothing")
+
+
+def summary_text(report: BuildReport) -> str:
+    """Human summary of a build report."""
+    lines = []
+    if report.dry_run:
+        lines.append("Dry run: nothing written.")
+    elif report.published:
+        lines.append(f"Published build {report.build_id}.")
+    elif report.build_id:
+        lines.append(f"Index is up to date (build {report.build_id}); nothing to do.")
+    if report.full_rebuild_reason:
+        lines.append(f"Full rebuild: {report.full_rebuild_reason}.")
+    lines.append(
+        f"Files: {len(report.added)} added, {len(report.modified)} modified, "
+        f"{len(report.deleted)} deleted, {len(report.unchanged)} unchanged; "
+        f"{report.files_indexed} indexed, {len(report.skipped)} skipped."
+    )
+    for skip in report.skipped:
+        lines.append(f"  skipped {skip['source']}: {skip['reason']}")
+    if not report.dry_run:
+        lines.append(
+            f"Chunks: {report.chunks} total, {report.chunks_embedded} embedded, "
+            f"{report.chunks_reused} reused from cache."
+        )
+    lines.append(f"Took {report.seconds:.2f} s.")
+    return "\n".join(lines)
+
+
+def report_json(report: BuildReport) -> str:
+    """One-line JSON of a build report."""
+    return json.dumps(report.as_dict(), sort_keys=True)

@@ -1,0 +1,71 @@
+"""Keyword index: BM25 (bm25s) over chunk texts, persisted with each build."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+import numpy.typing as npt
+
+# Part of the index fingerprint: changing how text is tokenised must rebuild the index.
+KEYWORD_VERSION = "bm25s-en-stem-v1"
+
+
+@cache
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """Lower-cased, stop-word-free, stemmed word lists."""
+    tokens: list[list[str]] = bm25s.tokenize(
+        list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
+    )
+    return tokens
+
+
+class KeywordIndex:
+    """BM25 scores of every chunk row for a question."""
+
+    def __init__(self, retriever: bm25s.BM25, size: int) -> None:
+        self._retriever = retriever
+        self.size = size
+
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> KeywordIndex:
+        """Index texts; row i of the scores is texts[i]."""
+        retriever = bm25s.BM25()
+        if texts:
+            # An empty token list would make bm25s drop the row; a placeholder keeps rows aligned.
+            tokens = [t or ["\x00"] for t in tokenize(texts)]
+            retriever.index(tokens, show_progress=False)
+        return cls(retriever, len(texts))
+
+    def save(self, folder: Path) -> None:
+        """Persist under folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.size:
+            self._retriever.save(str(folder))
+
+    @classmethod
+    def load(cls, folder: Path, size: int) -> KeywordIndex:
+        """Load what save wrote; `size` is the number of chunk rows."""
+        if not size:
+            return cls(bm25s.BM25(), 0)
+        retriever = bm25s.BM25.load(str(folder), mmap=True)
+        return cls(retriever, size)
+
+    def scores(self, question: str) -> npt.NDArray[np.float32]:
+        """BM25 score of every row (zeros when no question term is indexed)."""
+        if not self.size:
+            return np.zeros(0, dtype=np.float32)
+        ids = self._retriever.get_tokens_ids(tokenize([question])[0])
+        if not ids:
+            return np.zeros(self.size, dtype=np.float32)
+        return np.asarray(self._retriever.get_scores_from_ids(ids), dtype=np.float32)

@@ -1,0 +1,146 @@
+"""Rebuilds inside a running server: background jobs, watching seeds/, and picking up builds
+published by any process (so every replica on a shared index folder swaps on its own)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from service.config import Settings
+from service.errors import BuildInProgressError, GroundQAError
+from service.indexing import Builder
+from service.search import IndexHolder
+
+log = logging.getLogger("groundqa.rebuild")
+
+JobState = Literal["running", "succeeded", "failed"]
+
+
+@dataclass(slots=True)
+class Job:
+    """A background rebuild and what became of it."""
+
+    job_id: str
+    state: JobState = "running"
+    stage: str = "queued"
+    progress: float = 0.0
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    finished_at: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return {
+            "job_id": self.job_id, "state": self.state, "stage": self.stage,
+            "progress": round(self.progress, 3), "started_at": self.started_at,
+            "finished_at": self.finished_at, "result": self.result, "error": self.error,
+        }
+
+
+class RebuildManager:
+    """Runs at most one incremental build at a time and swaps the served index after it."""
+
+    def __init__(self, settings: Settings, builder: Builder, holder: IndexHolder) -> None:
+        self.settings = settings
+        self.builder = builder
+        self.holder = holder
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._running: Job | None = None
+        self.builds_total = 0
+        self.build_errors_total = 0
+        self.last_build_seconds = 0.0
+        self.on_finish: list[Any] = []  # callbacks(job) for metrics
+
+    @property
+    def running(self) -> Job | None:
+        """The job in progress, if any."""
+        return self._running
+
+    def start(self) -> Job:
+        """Start a background build; BuildInProgressError when one is running."""
+        with self._lock:
+            if self._running is not None:
+                raise BuildInProgressError(
+                    f"rebuild {self._running.job_id} is already running; poll its status"
+                )
+            job = Job(job_id=secrets.token_hex(8))
+            self.jobs[job.job_id] = job
+            self._running = job
+            # Keep the registry bounded: forget the oldest finished jobs.
+            for old in [j for j in self.jobs.values() if j.state != "running"][:-50]:
+                del self.jobs[old.job_id]
+        threading.Thread(target=self._run, args=(job,), name="groundqa-rebuild", daemon=True).start()
+        return job
+
+    def run(self) -> Job:
+        """Start a build, or join the one running, and wait for it to finish."""
+        try:
+            job = self.start()
+        except BuildInProgressError:
+            running = self._running
+            if running is None:
+                return self.run()
+            running.done.wait()
+            return self.run()
+        job.done.wait()
+        return job
+
+    def _run(self, job: Job) -> None:
+        started = time.perf_counter()
+
+        def progress(stage: str, fraction: float) -> None:
+            job.stage, job.progress = stage, fraction
+
+        try:
+            report = self.builder.build(progress=progress)
+            self.holder.refresh()
+            job.result = report.as_dict()
+            job.state = "succeeded"
+        except GroundQAError as exc:
+            job.error, job.state = str(exc), "failed"
+        except Exception as exc:  # a failed build must never take the server down
+            log.exception("rebuild %s failed", job.job_id)
+            job.error, job.state = f"unexpected error: {exc}", "failed"
+        finally:
+            self.builds_total += 1
+            if job.state == "failed":
+                self.build_errors_total += 1
+            self.last_build_seconds = time.perf_counter() - started
+            job.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+            with self._lock:
+                self._running = None
+            for callback in self.on_finish:
+                callback(job)
+            job.done.set()
+
+
+def watch_seeds(settings: Settings, manager: RebuildManager, stop: threading.Event) -> None:
+    """Rebuild incrementally whenever seeds/ changes, until stop is set; bursts are debounced."""
+    import watchfiles
+
+    for changes in watchfiles.watch(
+        settings.seeds_dir, stop_event=stop, debounce=settings.watch_debounce_ms,
+        raise_interrupt=False,
+    ):
+        log.info("seeds changed (%d paths); rebuilding", len(changes))
+        job = manager.run()
+        if job.state == "failed":
+            log.error("rebuild after change failed: %s", job.error)
+
+
+def follow_published(holder: IndexHolder, interval: float, stop: threading.Event) -> None:
+    """Swap to builds published by other processes (CLI builds, other replicas' builds)."""
+    while not stop.wait(interval):
+        try:
+            if holder.refresh():
+                log.info("now serving build %s", holder.current.build_id)
+        except GroundQAError as exc:
+            log.error("cannot load the published build, still serving the previous one: %s", exc)

