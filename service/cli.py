@@ -83,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
+    from service.api.observability import configure_logging
     from service.indexing import seeds_plan, summary_text
     from service.store import read_pointer
 
@@ -98,9 +99,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
             reason = plan.full_reason or "seeds changed since the last build"
             print(f"Building the index ({reason})...", file=sys.stderr)
             print(summary_text(builder.build(show_progress=sys.stderr.isatty())), file=sys.stderr)
+    configure_logging(settings.log_level)
     app = create_app(settings, embedder=builder.embedder)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+    # SIGTERM: uvicorn stops accepting, finishes in-flight requests (up to the grace period),
+    # then runs the lifespan shutdown.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 timeout_keep_alive=5, timeout_graceful_shutdown=30)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Index a BEIR-layout dataset and print retrieval metrics per mode."""
+    from service.embedding import load_embedder
+    from service.evaluation import MODES, evaluate, table
+
+    settings = _settings(args)
+    embedder = load_embedder(
+        settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size
+    )
+    modes = [args.mode] if args.mode else list(MODES)
+    result = evaluate(
+        args.dataset, args.split, settings, embedder, modes=modes, cache_dir=args.cache,
+        progress=not args.json or sys.stderr.isatty(),
+    )
+    print(json.dumps(result, sort_keys=True) if args.json else table(result))
     return 0
 
 
@@ -134,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--watch", action="store_true", help="rebuild when seeds/ changes")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("eval", help="score retrieval on a BEIR-layout dataset")
+    p.add_argument("dataset", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels/")
+    p.add_argument("--split", default="test", help="qrels/<split>.tsv to use (default: test)")
+    p.add_argument("--mode", choices=["hybrid", "dense", "keyword"], help="default: all three")
+    p.add_argument("--cache", type=Path, help="folder for the dataset's index")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

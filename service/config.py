@@ -25,6 +25,9 @@ class Settings(BaseSettings):
 
     seeds_dir: Path = Field(Path("seeds"), description="Folder of source documents.")
     index_dir: Path = Field(Path("index"), description="Folder holding the built index.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "groundqa", description="Evaluation indexes and exported models."
+    )
     model: str | None = Field(
         None,
         description="Local sentence-transformers folder; default: bundled all-MiniLM-L6-v2.",
@@ -47,6 +50,13 @@ class Settings(BaseSettings):
     abstain_threshold: float = Field(
         0.3, description="Best dense cosine below which the answer abstains."
     )
+
+    max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413.")
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send each part of a request body."
+    )
+    log_level: str = Field("INFO", description="Log level of groundqa's JSON logs.")
+    log_questions: bool = Field(False, description="Include query strings in request logs.")
 
     watch: bool = Field(False, description="Rebuild when seeds/ changes (`serve --watch`).")
     watch_debounce_ms: int = Field(

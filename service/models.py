@@ -14,6 +14,8 @@ class Document:
     text: str
     sha256: str
     size: int
+    sections: tuple[Section, ...] = ()  # heading sections, in order, not overlapping
+    pages: tuple[Span, ...] = ()  # page i + 1 of a paginated source (PDF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,15 @@ class Span:
 
 
 @dataclass(frozen=True, slots=True)
+class Section:
+    """A character range under one heading; `path` joins the heading hierarchy ("A > B")."""
+
+    start: int
+    end: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """A retrievable passage: `text == document.text[char_start:char_end]`."""
 
@@ -45,6 +56,9 @@ class Chunk:
     line_start: int
     line_end: int
     context: str = ""  # prepended to `text` when embedding (e.g. the title); never cited
+    section: str = ""  # heading path of the section holding the chunk, "" when none
+    page_start: int | None = None  # 1-based pages of a paginated source, else None
+    page_end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

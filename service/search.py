@@ -259,5 +259,5 @@ class Searcher:
         """Cosine of the question with each row's vector."""
         if not rows:
             return []
-        vectors = np.vstack([index.vectors.reconstruct(int(r)) for r in rows])
+        vectors = index.vectors.reconstruct_batch(np.asarray(rows, dtype=np.int64))
         return [float(s) for s in vectors @ query]

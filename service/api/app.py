@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.routes import router
 from service.api.state import AppState
 from service.config import Settings
@@ -24,7 +26,7 @@ from service.errors import (
     ModelLoadError,
 )
 from service.indexing import Builder
-from service.rebuild import RebuildManager, follow_published, watch_seeds
+from service.rebuild import Job, RebuildManager, follow_published, watch_seeds
 from service.search import IndexHolder, Searcher
 
 log = logging.getLogger("groundqa")
@@ -51,6 +53,15 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
     state.holder = IndexHolder(settings.index_dir, state.embedder)
     state.searcher = Searcher(settings, state.embedder, state.holder)
     state.rebuilds = RebuildManager(settings, Builder(settings, state.embedder), state.holder)
+    metrics = state.metrics
+
+    def record(job: Job) -> None:
+        metrics.rebuilds.inc()
+        metrics.rebuild_seconds.observe(state.rebuilds.last_build_seconds if state.rebuilds else 0)
+        if job.state == "failed":
+            metrics.build_errors.inc()
+
+    state.rebuilds.on_finish.append(record)
     try:
         state.holder.refresh()
     except GroundQAError as exc:
@@ -96,6 +107,19 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     app.state.groundqa = state
     app.include_router(router)
+    # Added last = outermost: limits apply before anything reads the body; every response,
+    # errors included, is counted and logged.
+    app.add_middleware(LimitsMiddleware, max_bytes=settings.max_body_bytes,
+                       timeout=settings.request_timeout)
+    app.add_middleware(ObservabilityMiddleware, metrics=state.metrics,
+                       log_questions=settings.log_questions)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus metrics."""
+        if state.holder is not None and state.holder.loaded:
+            state.metrics.observe_index(state.holder.current.manifest)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:

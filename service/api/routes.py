@@ -20,7 +20,7 @@ from service.api.schemas import (
     JobOut,
     Ready,
 )
-from service.api.state import Admin, ApiKey, SearcherDep, StateDep
+from service.api.state import Admin, ApiKey, AppState, SearcherDep, StateDep
 from service.errors import BuildInProgressError, DocumentNotFoundError
 from service.indexing import seeds_plan
 from service.search import Searcher
@@ -61,28 +61,32 @@ def vars_of(obj: object) -> dict[str, object]:
     return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
 
 
-async def run_ask(searcher: Searcher, body: AskRequest) -> AskResponse:
+async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> AskResponse:
     """Answer off the event loop: encoding and search are CPU-bound."""
     result = await run_in_threadpool(
         ask, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
     )
+    state.metrics.embed.observe(result.timings.get("embed_ms", 0.0) / 1000)
+    state.metrics.search.observe(result.timings.get("search_ms", 0.0) / 1000)
     return to_response(result)
 
 
 @router.post("/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey],
              tags=["ask"])
-async def ask_post(body: AskRequest, searcher: SearcherDep) -> AskResponse:
+async def ask_post(body: AskRequest, state: StateDep, searcher: SearcherDep) -> AskResponse:
     """Answer a question with ranked, cited passages."""
-    return await run_ask(searcher, body)
+    return await run_ask(state, searcher, body)
 
 
 @router.get("/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey],
             tags=["ask"])
-async def ask_get(params: Annotated[AskQuery, Query()], searcher: SearcherDep) -> AskResponse:
+async def ask_get(
+    params: Annotated[AskQuery, Query()], state: StateDep, searcher: SearcherDep
+) -> AskResponse:
     """Answer `q` with ranked, cited passages."""
     body = AskRequest(question=params.q, top_k=params.top_k, mode=params.mode,
                       sources=params.sources)
-    return await run_ask(searcher, body)
+    return await run_ask(state, searcher, body)
 
 
 @router.get("/v1/documents", response_model=DocumentList, dependencies=[ApiKey],

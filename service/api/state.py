@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from service.api.observability import Metrics
 from service.config import Settings
 from service.embedding import Embedder
 from service.rebuild import RebuildManager
@@ -24,6 +25,7 @@ class AppState:
     searcher: Searcher | None = None
     rebuilds: RebuildManager | None = None
     load_error: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     extras: dict[str, object] = field(default_factory=dict)
 
 
