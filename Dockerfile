@@ -18,12 +18,14 @@ RUN /opt/groundqa/bin/groundqa index --seeds /src/seeds --index /src/index
 
 # ---- runtime stage: the virtualenv, the seeds and their index; no build tools ----
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 groundqa
+RUN groupadd --gid 10001 groundqa \
+    && useradd --create-home --uid 10001 --gid 10001 groundqa
 COPY --from=build /opt/groundqa /opt/groundqa
 COPY --from=build --chown=groundqa:groundqa /src/seeds /app/seeds
 COPY --from=build --chown=groundqa:groundqa /src/index /app/index
 WORKDIR /app
-USER groundqa
+# Numeric, so the runtime can check it is not root without reading /etc/passwd.
+USER 10001:10001
 ENV PATH=/opt/groundqa/bin:$PATH \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
     GROUNDQA_SEEDS_DIR=/app/seeds GROUNDQA_INDEX_DIR=/app/index

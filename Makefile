@@ -1,4 +1,6 @@
 # groundqa: `make run` serves the seeds, `make test` runs the checks and the test suite.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# This machine's pip configuration lists optional local indexes; their "ignored" notes are noise.
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,24 +4,18 @@ or abstain when the evidence is weak."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
 
 from service.chunking import split_sentences
 from service.citations import Highlight, Passage, highlight, passages
 from service.config import Mode
-from service.keyword import tokenize
+from service.keyword import KeywordIndex, tokenize
 from service.models import Hit
 from service.search import Searcher
 
 ABSTAIN_TEXT = "The indexed sources do not answer this question."
 MAX_ANSWER_SENTENCES = 2
-
-Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
-
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -41,34 +35,29 @@ class ScoredHighlight:
     score: float
 
 
-def _lexical(question_terms: set[str], sentence: str) -> float:
-    """Share of the question's terms that occur in the sentence."""
-    if not question_terms:
-        return 0.0
-    return len(question_terms & set(tokenize([sentence])[0])) / len(question_terms)
-
-
 def score_sentences(
-    question: str,
-    query_vector: npt.NDArray[np.float32],
-    hits: Sequence[Hit],
-    embed: Embed,
-    lexical_weight: float = 0.3,
+    question: str, hits: Sequence[Hit], keyword: KeywordIndex
 ) -> list[list[ScoredHighlight]]:
-    """Every sentence of every hit scored against the question, per hit in rank order."""
+    """Every sentence of every hit scored by the share of the question's IDF mass it contains.
+
+    Measured on SQuAD, this lexical score picks the answer sentence as often as dense sentence
+    similarity combined with it, at a fraction of the cost (no encoder call per request).
+    """
     spans = [split_sentences(hit.chunk.text) for hit in hits]
     texts = [hit.chunk.text[s.start : s.end] for hit, ss in zip(hits, spans, strict=True) for s in ss]
     if not texts:
         return [[] for _ in hits]
-    cosines = embed(texts) @ query_vector
     terms = set(tokenize([question])[0])
+    weights = keyword.idf(sorted(terms))
+    total = sum(weights.values())
+    sentence_terms = tokenize(texts)
     scored: list[list[ScoredHighlight]] = []
     i = 0
     for rank, (hit, ss) in enumerate(zip(hits, spans, strict=True), start=1):
         row = []
         for span in ss:
-            text = texts[i]
-            score = float(cosines[i]) + lexical_weight * _lexical(terms, text)
+            found = terms.intersection(sentence_terms[i])
+            score = sum(weights.get(t, 0.0) for t in found) / total if total else 0.0
             row.append(ScoredHighlight(rank, highlight(hit.chunk, span), score))
             i += 1
         scored.append(row)
@@ -130,7 +119,7 @@ def ask(
     started = time.perf_counter()
     result = searcher.search(question, top_k=top_k, mode=mode, sources=sources)
     t0 = time.perf_counter()
-    scored = score_sentences(question, result.query_vector, result.hits, searcher.embed_sentences)
+    scored = score_sentences(question, result.hits, result.index.keyword)
     grounded = is_grounded(result.hits, searcher.settings.abstain_threshold)
     answer = compose_answer(scored, grounded)
     timings = dict(result.timings, answer_ms=(time.perf_counter() - t0) * 1000)

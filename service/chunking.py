@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.models import Chunk, Document, Span
+from service.models import SECTION_SEPARATOR, Chunk, Document, Span
 
 
 class Tokenizer(Protocol):
@@ -38,10 +39,12 @@ class ChunkerSettings:
 # A title longer than this is not prepended to embedded text: it would crowd out the passage.
 MAX_CONTEXT_TOKENS = 64
 
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e eg ie cf al fig figs no nos vol pp ca approx "
-    "inc ltd co corp dept est jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k".split()
-)
+_ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "eg", "ie", "cf",
+    "al", "fig", "figs", "no", "nos", "vol", "pp", "ca", "approx", "inc", "ltd", "co", "corp",
+    "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov",
+    "dec", "u.s", "u.k",
+})
 # Sentence end: terminal punctuation, optional closing quotes/brackets, then whitespace.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+")
 _NEWLINE = re.compile("\n")
@@ -55,7 +58,7 @@ def _is_abbreviation(text: str, end: int) -> bool:
     while start > 0 and not text[start - 1].isspace() and text[start - 1] not in "([\"'“‘":
         start -= 1
     word = text[start:end].rstrip(".").lower()
-    return len(word) == 1 and word.isalpha() or word in _ABBREVIATIONS
+    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS
 
 
 def _continues_lowercase(text: str, pos: int, end: int) -> bool:
@@ -77,7 +80,7 @@ def _blocks(text: str) -> list[Span]:
             cuts.add(pos)
         pos = text.find("\n", pos + 1)
     edges = sorted(cuts)
-    return [Span(a, b) for a, b in zip(edges, edges[1:], strict=False) if text[a:b].strip()]
+    return [Span(a, b) for a, b in itertools.pairwise(edges) if text[a:b].strip()]
 
 
 def _strip(text: str, start: int, end: int) -> Span | None:
@@ -123,7 +126,7 @@ def _split_long(
         if last < len(offsets):
             # Back off to a token that begins a word so no word is cut unless it alone is too long.
             cut = last
-            while cut > first + 1 and not text[offsets[cut][0] - 1].isspace():
+            while cut > first + 1 and not text[sentence.start + offsets[cut][0] - 1].isspace():
                 cut -= 1
             if cut > first + 1:
                 last = cut
@@ -134,6 +137,43 @@ def _split_long(
             pieces.append(span)
         first = last
     return pieces
+
+
+def _segments(doc: Document, sentences: list[Span]) -> list[tuple[str, list[Span]]]:
+    """Sentences grouped by the section and page they lie in, with each group's section path.
+
+    A sentence crossing a section or page boundary is cut there: no chunk straddles one.
+    """
+    cuts = sorted(
+        {b for s in doc.sections for b in (s.start, s.end)}
+        | {b for p in doc.pages for b in (p.start, p.end)}
+    )
+    if not cuts:
+        return [("", sentences)]
+    starts = [s.start for s in doc.sections]
+    groups: list[tuple[str, list[Span]]] = []
+    segment = -1
+    for sentence in sentences:
+        first = bisect.bisect_right(cuts, sentence.start)
+        last = bisect.bisect_left(cuts, sentence.end)
+        edges = [sentence.start, *cuts[first:last], sentence.end]
+        for a, b in itertools.pairwise(edges):
+            piece = _strip(doc.text, a, b)
+            if piece is None:
+                continue
+            here = bisect.bisect_right(cuts, piece.start)
+            if here != segment:
+                segment = here
+                i = bisect.bisect_right(starts, piece.start) - 1
+                inside = i >= 0 and piece.start < doc.sections[i].end
+                groups.append((doc.sections[i].path if inside else "", []))
+            groups[-1][1].append(piece)
+    return groups
+
+
+def _page(page_starts: list[int], pos: int) -> int | None:
+    """1-based page holding character pos, or None for an unpaginated document."""
+    return max(bisect.bisect_right(page_starts, pos), 1) if page_starts else None
 
 
 def chunk_id(source: str, sha256: str, start: int, end: int) -> str:
@@ -158,43 +198,78 @@ class Chunker:
         return len(self.tokenizer.offsets([text])[0])
 
     def chunk(self, doc: Document) -> list[Chunk]:
-        """Chunks of doc in order; each within the budget including its embedded title."""
+        """Chunks of doc in order, none across a section or page boundary; each within the
+        budget including its embedded context (the title, and the section path when any)."""
         text = doc.text
         title_tokens = self.count(doc.title) if doc.title else 0
-        context = doc.title if 0 < title_tokens <= MAX_CONTEXT_TOKENS else ""
-        budget = self.settings.text_budget - (title_tokens if context else 0)
-
         sentences = split_sentences(text)
         if not sentences:
             return []
-        offsets = self.tokenizer.offsets([text[s.start : s.end] for s in sentences])
-        units: list[tuple[Span, int]] = []
-        for span, offs in zip(sentences, offsets, strict=True):
-            if len(offs) <= budget:
-                units.append((span, len(offs)))
-            else:
-                pieces = _split_long(span, offs, budget, text)
-                counts = self.tokenizer.offsets([text[p.start : p.end] for p in pieces])
-                units.extend((p, len(c)) for p, c in zip(pieces, counts, strict=True))
-
-        windows = self._pack(units, budget)
+        groups = _segments(doc, sentences)
+        offsets = iter(
+            self.tokenizer.offsets([text[s.start : s.end] for _, spans in groups for s in spans])
+        )
         newlines = [m.start() for m in _NEWLINE.finditer(text)]
+        page_starts = [p.start for p in doc.pages]
         chunks = []
-        for start, end in windows:
-            chunks.append(
-                Chunk(
-                    chunk_id=chunk_id(doc.source, doc.sha256, start, end),
-                    source=doc.source,
-                    title=doc.title,
-                    text=text[start:end],
-                    char_start=start,
-                    char_end=end,
-                    line_start=bisect.bisect_left(newlines, start) + 1,
-                    line_end=bisect.bisect_left(newlines, end - 1) + 1,
-                    context=context,
+        for path, spans in groups:
+            context, context_tokens = self._context(doc.title, title_tokens, path)
+            budget = self.settings.text_budget - context_tokens
+            units: list[tuple[Span, int]] = []
+            for span in spans:
+                units.extend(self._fit(span, next(offsets), budget, text))
+            for start, end in self._pack(units, budget):
+                chunks.append(
+                    Chunk(
+                        chunk_id=chunk_id(doc.source, doc.sha256, start, end),
+                        source=doc.source,
+                        title=doc.title,
+                        text=text[start:end],
+                        char_start=start,
+                        char_end=end,
+                        line_start=bisect.bisect_left(newlines, start) + 1,
+                        line_end=bisect.bisect_left(newlines, end - 1) + 1,
+                        context=context,
+                        section=path,
+                        page_start=_page(page_starts, start),
+                        page_end=_page(page_starts, end - 1),
+                    )
                 )
-            )
         return chunks
+
+    def _context(self, title: str, title_tokens: int, path: str) -> tuple[str, int]:
+        """Text embedded before a chunk of section `path`, and its tokens.
+
+        "Title > Section > Subsection" when it is short beside the budget, else the title
+        alone when it is short, else nothing.
+        """
+        if path:
+            full = path if not title or path == title or path.startswith(
+                title + SECTION_SEPARATOR
+            ) else f"{title}{SECTION_SEPARATOR}{path}"
+            tokens = self.count(full)
+            if 0 < tokens <= min(MAX_CONTEXT_TOKENS, self.settings.text_budget // 2):
+                return full, tokens
+        if 0 < title_tokens <= min(MAX_CONTEXT_TOKENS, self.settings.text_budget // 2):
+            return title, title_tokens
+        return "", 0
+
+    def _fit(
+        self, span: Span, offs: list[tuple[int, int]], budget: int, text: str
+    ) -> list[tuple[Span, int]]:
+        """span as (piece, tokens) units within budget; a piece cut inside a long word can
+        tokenise longer on its own, so pieces are counted again and cut again when needed."""
+        if len(offs) <= budget:
+            return [(span, len(offs))]
+        pieces = _split_long(span, offs, budget, text)
+        if pieces == [span]:
+            return [(span, len(offs))]  # nothing smaller to cut it into
+        counts = self.tokenizer.offsets([text[p.start : p.end] for p in pieces])
+        return [
+            unit
+            for piece, count in zip(pieces, counts, strict=True)
+            for unit in self._fit(piece, count, budget, text)
+        ]
 
     def _pack(self, units: list[tuple[Span, int]], budget: int) -> list[tuple[int, int]]:
         """Greedy windows of consecutive units within budget, sharing `overlap` units."""

@@ -20,6 +20,9 @@ class Citation:
     line_end: int
     chunk_id: str
     url: str
+    section: str | None = None  # heading path ("Install > Docker"), None outside any section
+    page_start: int | None = None  # 1-based pages of a PDF, None for other formats
+    page_end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,7 @@ def document_url(source: str) -> str:
 
 
 def cite(chunk: Chunk) -> Citation:
-    """The citation of a chunk, with a link to its line range."""
+    """The citation of a chunk, with a link to its page (PDF) or else its line range."""
     return Citation(
         source=chunk.source,
         title=chunk.title,
@@ -57,7 +60,13 @@ def cite(chunk: Chunk) -> Citation:
         line_start=chunk.line_start,
         line_end=chunk.line_end,
         chunk_id=chunk.chunk_id,
-        url=f"{document_url(chunk.source)}#L{chunk.line_start}-L{chunk.line_end}",
+        url=document_url(chunk.source) + (
+            f"#page={chunk.page_start}" if chunk.page_start is not None
+            else f"#L{chunk.line_start}-L{chunk.line_end}"
+        ),
+        section=chunk.section or None,
+        page_start=chunk.page_start,
+        page_end=chunk.page_end,
     )
 
 
@@ -70,7 +79,9 @@ def highlight(chunk: Chunk, span: Span) -> Highlight:
     )
 
 
-def passages(hits: list[Hit], highlights: list[tuple[Highlight, ...]] | None = None) -> list[Passage]:
+def passages(
+    hits: list[Hit], highlights: list[tuple[Highlight, ...]] | None = None
+) -> list[Passage]:
     """Ranked passages (rank 1 first) for hits, with their highlights when given."""
     marks = highlights or [() for _ in hits]
     return [

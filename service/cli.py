@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,8 +79,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM outside uvicorn's own handling: exit cleanly."""
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Build the index if missing or stale, then serve HTTP."""
+    # As PID 1 in a container, a signal without a handler is ignored: this one stops a model
+    # load or build at once. uvicorn replaces it while serving and re-raises the signal after
+    # its graceful shutdown, which this handler then turns into exit status 0.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     import uvicorn
 
     from service.api import create_app
@@ -94,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: seeds folder {settings.seeds_dir} missing; serving the existing index",
               file=sys.stderr)
     else:
-        plan = seeds_plan(settings)
+        plan = seeds_plan(settings, builder.embedder.model_id)
         if plan.changed:
             reason = plan.full_reason or "seeds changed since the last build"
             print(f"Building the index ({reason})...", file=sys.stderr)

@@ -9,6 +9,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Mode = Literal["hybrid", "dense", "keyword"]
+Encoder = Literal["torch", "onnx", "onnx-int8"]
+Ann = Literal["auto", "flat", "hnsw"]
 
 
 def _split_csv(value: object) -> object:
@@ -32,8 +34,39 @@ class Settings(BaseSettings):
         None,
         description="Local sentence-transformers folder; default: bundled all-MiniLM-L6-v2.",
     )
-    encoder_threads: int = Field(0, ge=0, description="Torch threads for encoding; 0 = auto.")
+    encoder: Encoder = Field(
+        "onnx",
+        description="Encoder backend: torch (sentence-transformers), onnx (same vectors, faster) "
+        "or onnx-int8 (quantised: faster still, slightly different vectors).",
+    )
+    encoder_threads: int = Field(
+        0, ge=0,
+        description="Threads per encoder call; 0 = auto (torch: all cores; onnx: 1, with "
+        "encoder_workers calls running at once).",
+    )
+    encoder_workers: int = Field(
+        0, ge=0, description="ONNX encoder calls run at once (batches, requests); 0 = one per core."
+    )
     batch_size: int = Field(32, ge=1, le=1024, description="Embedding batch size.")
+    micro_batch: int = Field(
+        256, ge=0, le=4096,
+        description="Texts of concurrent requests encoded together in one call; 0 = no batching.",
+    )
+    sentence_cache_size: int = Field(
+        50_000, ge=0, description="Sentence vectors kept for highlighting (about 1.6 kB each)."
+    )
+    ask_concurrency: int = Field(
+        8, ge=1, le=256, description="Asks computed at once; more wait their turn in the server."
+    )
+    ann: Ann = Field(
+        "auto", description="Vector index: flat (exact), hnsw (approximate) or auto by size."
+    )
+    ann_threshold: int = Field(
+        200_000, ge=1, description="With ann=auto, chunk count from which HNSW is used."
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
+    hnsw_ef_search: int = Field(128, ge=1, le=4096, description="HNSW search breadth.")
+    hnsw_ef_construction: int = Field(80, ge=8, le=4096, description="HNSW build breadth.")
 
     chunk_tokens: int = Field(
         256, ge=16, le=8192, description="Token budget per chunk (capped by the model limit)."
@@ -44,9 +77,12 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=50, description="Passages returned when not asked.")
     mode: Mode = Field("hybrid", description="Default retrieval mode.")
     candidates: int = Field(100, ge=1, le=1000, description="Candidates per retriever.")
+    fusion: Literal["zscore", "rrf"] = Field(
+        "zscore", description="Hybrid fusion: weighted z-scores, or reciprocal rank fusion."
+    )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
-    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
-    keyword_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking.")
+    dense_weight: float = Field(0.5, ge=0, description="Weight of the dense retriever in fusion.")
+    keyword_weight: float = Field(0.5, ge=0, description="Weight of the keyword retriever.")
     abstain_threshold: float = Field(
         0.3, description="Best dense cosine below which the answer abstains."
     )

@@ -99,7 +99,7 @@ class SentenceTransformerEmbedder:
         if not dim:
             raise ModelLoadError(f"model at {path} does not report an embedding dimension")
         self.dim = int(dim)
-        self.max_seq_length = int(self._model.max_seq_length)
+        self.max_seq_length = int(self._model.max_seq_length or 512)
         hf = HFTokenizer(self._model.tokenizer)
         self.tokenizer: Tokenizer = hf
         self.special_tokens = hf.special_tokens()
@@ -123,9 +123,48 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def load_embedder(model_path: str, *, threads: int = 0, batch_size: int = 32) -> Embedder:
-    """The configured encoder for a model folder."""
-    return SentenceTransformerEmbedder(model_path, threads=threads, batch_size=batch_size)
+def load_embedder(
+    model_path: str,
+    *,
+    threads: int = 0,
+    batch_size: int = 32,
+    encoder: str | None = None,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+) -> Embedder:
+    """The configured encoder for a model folder.
+
+    `encoder` is torch, onnx or onnx-int8; what is left out comes from Settings (the ONNX export
+    is cached under `<index_dir>/cache/onnx`). torch and onnx share one model id (their vectors
+    agree within 1e-6); onnx-int8 has its own (cosine ~0.99), so its index is built with int8.
+    """
+    if encoder is None or cache_dir is None or workers is None:
+        from service.config import Settings
+
+        settings = Settings()
+        encoder = encoder or settings.encoder
+        cache_dir = cache_dir or settings.index_dir / "cache"
+        workers = settings.encoder_workers if workers is None else workers
+    if encoder == "torch":
+        return SentenceTransformerEmbedder(model_path, threads=threads, batch_size=batch_size)
+    if encoder in ("onnx", "onnx-int8"):
+        from service.encoders import OnnxEmbedder
+
+        return OnnxEmbedder(
+            model_path, cache_dir=cache_dir, int8=encoder == "onnx-int8", threads=threads or 1,
+            workers=workers, batch_size=batch_size,
+        )
+    raise ModelLoadError(f"unknown encoder {encoder!r}; set GROUNDQA_ENCODER to torch, onnx or "
+                         "onnx-int8")
+
+
+def embedder_for(settings: Any) -> Embedder:
+    """The encoder a Settings object configures."""
+    return load_embedder(
+        settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size,
+        encoder=settings.encoder, cache_dir=settings.index_dir / "cache",
+        workers=settings.encoder_workers,
+    )
 
 
 def read_model_info(path: Path) -> dict[str, Any]:

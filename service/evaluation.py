@@ -149,9 +149,7 @@ def _score_mode(
             answers = dataset.answers.get(qid, [])
             first += _contains(result.hits[0].chunk.text, answers)
             top5 += any(_contains(h.chunk.text, answers) for h in result.hits[:5])
-            scored = score_sentences(
-                question, result.query_vector, result.hits[:1], searcher.embed_sentences
-            )
+            scored = score_sentences(question, result.hits[:1], result.index.keyword)
             marks = best_highlights(scored)[0]
             highlight += bool(marks) and _contains(marks[0].text, answers)
     seconds = time.perf_counter() - started

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from service.chunking import Chunker, ChunkerSettings, embedding_text
 from service.config import Settings
@@ -45,8 +46,9 @@ from service.store import (
 )
 
 # Bump when chunk boundaries change for the same settings: forces a full rebuild.
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2  # 2: sections and pages (Markdown, HTML, PDF)
 KEEP_BUILDS = 2
+EMBED_SLICE = 1024  # texts embedded between two commits to the embedding cache
 LOCK_FILE = ".lock"
 CACHE_FILE = Path("cache") / "embeddings.sqlite"
 
@@ -117,9 +119,16 @@ def _current_fingerprint(settings: Settings) -> dict[str, Any]:
 
 
 def plan_build(
-    settings: Settings, files: list[SeedFile], skipped: list[Skipped], full: bool
+    settings: Settings,
+    files: list[SeedFile],
+    skipped: list[Skipped],
+    full: bool,
+    model_id: str | None = None,
 ) -> BuildPlan:
-    """Diff the scanned seeds against the published manifest."""
+    """Diff the scanned seeds against the published manifest.
+
+    model_id is the embedder's id; without it, the configured model folder's fingerprint.
+    """
     manifest = None
     full_reason: str | None = "--full requested" if full else None
     try:
@@ -130,13 +139,17 @@ def plan_build(
         full_reason = "no published build"
     if manifest is not None and not full_reason:
         old = manifest.get("fingerprint", {})
-        new = _current_fingerprint(settings)
+        new = index_fingerprint(settings, model_id) if model_id else _current_fingerprint(settings)
         diff = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
         if diff:
             full_reason = "settings changed: " + ", ".join(
                 f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff
             )
-    previous: dict[str, Any] = manifest.get("files", {}) if manifest else {}
+    previous: dict[str, Any] = dict(manifest.get("files", {})) if manifest else {}
+    # Files the last build could not parse count as known: unchanged, they stay skipped and
+    # must not make the index look stale forever.
+    for source, sha in (manifest.get("rejected", {}) if manifest else {}).items():
+        previous.setdefault(source, {"sha256": sha})
     current = {f.source: f.sha256 for f in files}
     added = sorted(s for s in current if s not in previous)
     deleted = sorted(s for s in previous if s not in current)
@@ -145,10 +158,10 @@ def plan_build(
     return BuildPlan(added, modified, deleted, unchanged, skipped, full_reason)
 
 
-def seeds_plan(settings: Settings) -> BuildPlan:
+def seeds_plan(settings: Settings, model_id: str | None = None) -> BuildPlan:
     """The plan a build would follow now: used to tell whether the index is stale."""
     files, skipped = scan_seeds(settings.seeds_dir, settings.max_file_bytes)
-    return plan_build(settings, files, skipped, full=False)
+    return plan_build(settings, files, skipped, full=False, model_id=model_id)
 
 
 @contextlib.contextmanager
@@ -179,8 +192,10 @@ def _clean_debris(index_dir: Path) -> None:
         entry.unlink(missing_ok=True)
 
 
-def _prune(index_dir: Path, keep: str) -> None:
-    """Keep the published build and the newest other one; delete the rest.
+def _prune(index_dir: Path, keep: str, previous: str | None = None) -> None:
+    """Keep the published build and the one published before it (else the newest other one);
+    delete the rest, including builds that died after writing their folder but before
+    publishing it.
 
     Running servers that still read a deleted build keep working: its files stay open.
     """
@@ -188,7 +203,7 @@ def _prune(index_dir: Path, keep: str) -> None:
     others = sorted(
         (e for e in builds.iterdir() if e.is_dir() and not e.name.startswith(TMP_PREFIX)
          and e.name != keep),
-        key=lambda e: e.name,
+        key=lambda e: (e.name == previous, e.name),
         reverse=True,
     )
     for old in others[KEEP_BUILDS - 1 :]:
@@ -234,7 +249,7 @@ class Builder:
         started = time.perf_counter()
         index_dir = self.settings.index_dir
         files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
-        plan = plan_build(self.settings, files, skipped, full)
+        plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
         previous_id = read_pointer(index_dir)
         if dry_run:
             return self._report(None, False, True, plan, files, [], 0, 0, started, previous_id)
@@ -247,6 +262,9 @@ class Builder:
             report.chunks = int(manifest.get("counts", {}).get("chunks", 0))
             report.chunks_reused = report.chunks
             report.skipped = manifest.get("skipped", report.skipped)
+            # Still clear what a crashed build left, unless a build is running right now.
+            with contextlib.suppress(BuildInProgressError), build_lock(index_dir):
+                _clean_debris(index_dir)
             return report
         with build_lock(index_dir, wait=wait):
             _clean_debris(index_dir)
@@ -272,11 +290,13 @@ class Builder:
         documents: list[Document] = []
         chunks_by_source: dict[str, list[Chunk]] = {}
         skipped = list(plan.skipped)
+        rejected: dict[str, str] = {}
         for seed in files:
             try:
                 doc = parse_seed(seed)
             except (ParseError, OSError) as exc:
                 skipped.append(Skipped(seed.source, str(exc)))
+                rejected[seed.source] = seed.sha256
                 continue
             documents.append(doc)
             chunks_by_source[doc.source] = reusable.get(doc.source) or self.chunker.chunk(doc)
@@ -289,7 +309,10 @@ class Builder:
 
         progress("embedding", 0.1)
         t0 = time.perf_counter()
-        vectors, embedded = self._vectors(ordered, full=full, show_progress=show_progress)
+        vectors, embedded = self._vectors(
+            ordered, full=full, show_progress=show_progress,
+            on_progress=lambda done, total: progress("embedding", 0.1 + 0.7 * done / total),
+        )
         timings["embed"] = time.perf_counter() - t0
 
         progress("writing", 0.8)
@@ -323,6 +346,7 @@ class Builder:
                 for d in documents
             },
             "skipped": [asdict(s) for s in skipped],
+            "rejected": rejected,
             "counts": {"documents": len(documents), "chunks": len(ordered)},
             "previous_build_id": previous_id,
             "rebuild_reason": plan.full_reason,
@@ -336,7 +360,7 @@ class Builder:
         tmp.rename(final)
         fsync_dir(final.parent)
         publish(index_dir, build_id)
-        _prune(index_dir, keep=build_id)
+        _prune(index_dir, keep=build_id, previous=previous_id)
         progress("published", 1.0)
         plan_after = BuildPlan(
             plan.added, plan.modified, plan.deleted, plan.unchanged, skipped, plan.full_reason
@@ -357,9 +381,14 @@ class Builder:
         return {source: list(store.iter_chunks(source)) for source in plan.unchanged}
 
     def _vectors(
-        self, chunks: list[Chunk], *, full: bool, show_progress: bool
+        self,
+        chunks: list[Chunk],
+        *,
+        full: bool,
+        show_progress: bool,
+        on_progress: Callable[[int, int], None] = lambda done, total: None,
     ) -> tuple[np.ndarray, int]:
-        """Vectors for chunks in order, from the cache where possible; returns (vectors, embedded)."""
+        """Vectors for chunks in order, from the cache where possible: (vectors, embedded)."""
         cache = EmbeddingCache(self.settings.index_dir / CACHE_FILE)
         model = self.embedder.model_id
         texts = [embedding_text(c) for c in chunks]
@@ -369,11 +398,20 @@ class Builder:
         for key, text in zip(keys, texts, strict=True):
             if key not in found:
                 missing.setdefault(key, text)
-        if missing:
-            fresh = self.embedder.embed(list(missing.values()), progress=show_progress)
-            new = dict(zip(missing.keys(), fresh, strict=True))
-            cache.put(model, new)
-            found.update(new)
+        # In slices committed to the cache one by one: a build that dies (or is killed)
+        # half-way keeps what it embedded, and the next build resumes from there.
+        # (sentence-transformers sorts each slice by length into batches itself.)
+        order = list(missing)
+        with tqdm(total=len(order), desc="Embedding", unit="chunk", disable=not show_progress,
+                  smoothing=0.1) as bar:
+            for start in range(0, len(order), EMBED_SLICE):
+                part = order[start : start + EMBED_SLICE]
+                fresh = self.embedder.embed([missing[k] for k in part])
+                new = dict(zip(part, fresh, strict=True))
+                cache.put(model, new)
+                found.update(new)
+                bar.update(len(part))
+                on_progress(len(found), len(keys))
         vectors = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
         for row, key in enumerate(keys):
             vectors[row] = found[key]

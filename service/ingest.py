@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import SeedsNotFoundError
 from service.models import Document, Skipped
+from service.parsers import PARSERS
+from service.parsers.base import (
+    TITLE_MAX_CHARS,
+    Parsed,
+    ParseError,
+    Parser,
+    decode_utf8,
+    first_line_title,
+)
+from service.parsers.markdown import markdown_title
+from service.parsers.markdown import parse as parse_markdown
+from service.parsers.text import parse as parse_text
 
-TITLE_MAX_CHARS = 200
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """What a parser extracts from a file's bytes: the citable text and its title."""
-
-    text: str
-    title: str
-
-
-class ParseError(ValueError):
-    """A file's content cannot be indexed; the message is the reason shown to users."""
-
-
-Parser = Callable[[bytes, str], Parsed]
+__all__ = [
+    "PARSERS", "TITLE_MAX_CHARS", "ParseError", "Parsed", "Parser", "SeedFile", "decode_utf8",
+    "first_line_title", "markdown_title", "parse_markdown", "parse_seed", "parse_text",
+    "scan_seeds",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,52 +39,6 @@ class SeedFile:
     path: Path
     sha256: str
     size: int
-
-
-def decode_utf8(data: bytes) -> str:
-    """Decode bytes as UTF-8 text exactly (no newline translation), or raise ParseError."""
-    if not data.strip():
-        raise ParseError("empty file")
-    if b"\x00" in data:
-        raise ParseError("binary file (contains NUL bytes)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParseError(f"not valid UTF-8 (byte {exc.start})") from exc
-    # A BOM is an encoding artefact, not content; dropping it keeps offsets aligned with
-    # what editors show.  The document text served is this decoded text.
-    return text.removeprefix("\ufeff")
-
-
-def first_line_title(text: str, fallback: str) -> str:
-    """The first non-empty line, cut to TITLE_MAX_CHARS, or the fallback."""
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:TITLE_MAX_CHARS]
-    return fallback[:TITLE_MAX_CHARS]
-
-
-def markdown_title(text: str, fallback: str) -> str:
-    """The first `# ` heading, else the first non-empty line."""
-    for line in text.splitlines():
-        if line.startswith("# ") and line[2:].strip():
-            return line[2:].strip()[:TITLE_MAX_CHARS]
-    return first_line_title(text, fallback)
-
-
-def parse_text(data: bytes, source: str) -> Parsed:
-    """Plain text: the decoded file is the document."""
-    text = decode_utf8(data)
-    return Parsed(text=text, title=first_line_title(text, source))
-
-
-def parse_markdown(data: bytes, source: str) -> Parsed:
-    """Markdown: the decoded file is the document; the title is its `# ` heading."""
-    text = decode_utf8(data)
-    return Parsed(text=text, title=markdown_title(text, source))
-
-
-PARSERS: dict[str, Parser] = {".txt": parse_text, ".md": parse_markdown}
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:
@@ -124,7 +80,12 @@ def scan_seeds(
             skipped.append(Skipped(source, f"unsupported file type {path.suffix or '(none)'}"))
             continue
         try:
-            size = path.stat().st_size
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                # Reading a FIFO or a device would block the build or never end.
+                skipped.append(Skipped(source, "not a regular file"))
+                continue
+            size = info.st_size
             if size > max_file_bytes:
                 skipped.append(Skipped(source, f"larger than {max_file_bytes} bytes"))
                 continue
@@ -144,7 +105,10 @@ def parse_seed(seed: SeedFile) -> Document:
         # Changed between scan and parse: index what the manifest will claim, or nothing.
         raise ParseError("file changed while indexing; run the build again")
     parsed = PARSERS[seed.path.suffix.lower()](data, seed.source)
+    if not parsed.text.strip():
+        # Only a BOM or Unicode spaces: nothing to chunk or cite.
+        raise ParseError("empty file")
     return Document(
         source=seed.source, title=parsed.title, text=parsed.text, sha256=seed.sha256,
-        size=seed.size,
+        size=seed.size, sections=parsed.sections, pages=parsed.pages,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Any
 import bm25s
 import numpy as np
 import numpy.typing as npt
+
+# bm25s logs every index build at DEBUG through a handler of its own.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # Part of the index fingerprint: changing how text is tokenised must rebuild the index.
 KEYWORD_VERSION = "bm25s-en-stem-v1"
@@ -36,6 +40,7 @@ class KeywordIndex:
     def __init__(self, retriever: bm25s.BM25, size: int) -> None:
         self._retriever = retriever
         self.size = size
+        self._idf: npt.NDArray[np.float32] | None = None
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> KeywordIndex:
@@ -69,3 +74,16 @@ class KeywordIndex:
         if not ids:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._retriever.get_scores_from_ids(ids), dtype=np.float32)
+
+    def idf(self, terms: Sequence[str]) -> dict[str, float]:
+        """BM25 inverse document frequency of each indexed term (tokenised as `tokenize` does)."""
+        if not self.size:
+            return {}
+        if self._idf is None:
+            # The score matrix is column-compressed by term: a term's document frequency is
+            # the length of its column.
+            df = np.diff(np.asarray(self._retriever.scores["indptr"], dtype=np.int64))
+            n = float(self.size)
+            self._idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        vocab = self._retriever.vocab_dict
+        return {t: float(self._idf[vocab[t]]) for t in terms if t in vocab}

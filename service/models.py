@@ -34,6 +34,9 @@ class Span:
     end: int
 
 
+SECTION_SEPARATOR = " > "  # between the headings of a section path
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """A character range under one heading; `path` joins the heading hierarchy ("A > B")."""

@@ -99,24 +99,28 @@ class RebuildManager:
         def progress(stage: str, fraction: float) -> None:
             job.stage, job.progress = stage, fraction
 
+        state: JobState = "failed"
         try:
             report = self.builder.build(progress=progress)
             self.holder.refresh()
             job.result = report.as_dict()
-            job.state = "succeeded"
+            state = "succeeded"
         except GroundQAError as exc:
-            job.error, job.state = str(exc), "failed"
+            job.error = str(exc)
         except Exception as exc:  # a failed build must never take the server down
             log.exception("rebuild %s failed", job.job_id)
-            job.error, job.state = f"unexpected error: {exc}", "failed"
+            job.error = f"unexpected error: {exc}"
         finally:
             self.builds_total += 1
-            if job.state == "failed":
+            if state == "failed":
                 self.build_errors_total += 1
             self.last_build_seconds = time.perf_counter() - started
             job.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+            # The state changes last, as the slot frees: whoever sees the job finished sees
+            # its finish time and result, and can start the next rebuild at once.
             with self._lock:
                 self._running = None
+                job.state = state
             for callback in self.on_finish:
                 callback(job)
             job.done.set()

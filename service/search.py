@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from service.batching import MicroBatcher
 from service.config import Mode, Settings
 from service.embedding import Embedder
 from service.errors import IndexIncompatibleError, IndexNotBuiltError
@@ -122,6 +123,7 @@ class SearchResult:
 
     hits: list[Hit]
     build_id: str
+    index: LoadedIndex
     query_vector: npt.NDArray[np.float32]
     timings: dict[str, float]
 
@@ -136,6 +138,32 @@ def rrf(
             continue
         for rank, row in enumerate(rows.tolist(), start=1):
             fused[row] = fused.get(row, 0.0) + weight / (k + rank)
+    return fused
+
+
+def zscore_fusion(
+    runs: Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], float]],
+) -> dict[int, float]:
+    """Weighted sum of z-normalised scores over the union of each retriever's candidates.
+
+    Each run's scores are standardised over its own candidate list; a candidate that a run did
+    not return gets that run's lowest standardised score. Unlike rank fusion this keeps how far
+    ahead a clear winner is, which measured better on SciFact and SQuAD (see README).
+    """
+    fused: dict[int, float] = {}
+    normalised = []
+    for rows, scores, weight in runs:
+        if weight <= 0 or len(rows) == 0:
+            continue
+        values = scores.astype(np.float64)
+        z = (values - values.mean()) / max(float(values.std()), 1e-9)
+        normalised.append((rows.tolist(), z.tolist(), float(z.min()), weight))
+        for row in rows.tolist():
+            fused.setdefault(row, 0.0)
+    for rows, z, floor, weight in normalised:
+        by_row = dict(zip(rows, z, strict=True))
+        for row in fused:
+            fused[row] += weight * by_row.get(row, floor)
     return fused
 
 
@@ -158,6 +186,18 @@ class Searcher:
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._cache_size = 1024
+        # Passage sentences recur across questions: their vectors are kept by text.
+        self._sentences: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._sentences_size = settings.sentence_cache_size
+        self._batcher: MicroBatcher | None = None
+        if settings.micro_batch > 0:
+            self._batcher = MicroBatcher(embedder.embed, max_texts=settings.micro_batch)
+
+    def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Vectors of texts, encoded together with those of concurrent requests."""
+        if self._batcher is None or len(texts) > self._batcher.max_texts:
+            return self.embedder.embed(texts)
+        return self._batcher.embed(texts)
 
     def embed_question(self, question: str) -> npt.NDArray[np.float32]:
         """The question's vector, from a small LRU cache when asked before."""
@@ -166,7 +206,7 @@ class Searcher:
             if vector is not None:
                 self._cache.move_to_end(question)
                 return vector
-        vector = self.embedder.embed([question])[0]
+        vector = np.asarray(self._encode([question])[0], dtype=np.float32)
         with self._cache_lock:
             self._cache[question] = vector
             if len(self._cache) > self._cache_size:
@@ -174,8 +214,27 @@ class Searcher:
         return vector
 
     def embed_sentences(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Vectors of passage sentences for highlighting."""
-        return self.embedder.embed(texts)
+        """Vectors of passage sentences for highlighting; only unseen sentences are encoded."""
+        out = np.empty((len(texts), self.embedder.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, text in enumerate(texts):
+                vector = self._sentences.get(text)
+                if vector is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._sentences.move_to_end(text)
+                    out[i] = vector
+        if missing:
+            fresh = self._encode(list(missing))
+            with self._cache_lock:
+                for (text, rows), vector in zip(missing.items(), fresh, strict=True):
+                    out[rows] = vector
+                    if self._sentences_size:
+                        self._sentences[text] = vector
+                while len(self._sentences) > self._sentences_size:
+                    self._sentences.popitem(last=False)
+        return out
 
     def search(
         self,
@@ -197,10 +256,11 @@ class Searcher:
         allowed = index.chunks.rows_matching(sources) if sources else None
         depth = max(top_k, self.settings.candidates)
         dense_rows = np.zeros(0, dtype=np.int64)
+        dense_top = np.zeros(0, dtype=np.float32)
         keyword_rows = np.zeros(0, dtype=np.int64)
         keyword_scores: npt.NDArray[np.float32] | None = None
         if mode in ("dense", "hybrid"):
-            dense_rows = self._dense(index, query, depth, allowed)
+            dense_rows, dense_top = self._dense(index, query, depth, allowed)
         if mode in ("keyword", "hybrid"):
             keyword_scores = index.keyword.scores(question)
             if allowed is not None:
@@ -215,11 +275,18 @@ class Searcher:
         elif mode == "keyword":
             ranked = keyword_rows[:top_k].tolist()
             fused = {r: 0.0 for r in ranked}
-        else:
+        elif self.settings.fusion == "rrf":
             fused = rrf(
                 [(dense_rows, self.settings.dense_weight),
                  (keyword_rows, self.settings.keyword_weight)],
                 self.settings.rrf_k,
+            )
+            ranked = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
+        else:
+            assert keyword_scores is not None
+            fused = zscore_fusion(
+                [(dense_rows, dense_top, self.settings.dense_weight),
+                 (keyword_rows, keyword_scores[keyword_rows], self.settings.keyword_weight)]
             )
             ranked = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
 
@@ -232,7 +299,7 @@ class Searcher:
             hits.append(Hit(chunk=chunks[row], score=float(score), dense_score=dense,
                             keyword_score=kw))
         timings["search_ms"] = (time.perf_counter() - t0) * 1000
-        return SearchResult(hits=hits, build_id=index.build_id, query_vector=query, timings=timings)
+        return SearchResult(hits=hits, build_id=index.build_id, index=index, query_vector=query, timings=timings)
 
     @staticmethod
     def _dense(
@@ -240,17 +307,17 @@ class Searcher:
         query: npt.NDArray[np.float32],
         depth: int,
         allowed: npt.NDArray[np.int64] | None,
-    ) -> npt.NDArray[np.int64]:
-        """Rows of the nearest vectors, best first, restricted to allowed rows when given."""
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Rows and cosines of the nearest vectors, best first, within allowed rows if given."""
         if index.vectors.ntotal == 0 or (allowed is not None and len(allowed) == 0):
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         k = min(depth, index.vectors.ntotal)
         params = None
         if allowed is not None:
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        _, ids = index.vectors.search(query.reshape(1, -1), k, params=params)
-        rows = ids[0]
-        return rows[rows >= 0].astype(np.int64)
+        scores, ids = index.vectors.search(query.reshape(1, -1), k, params=params)
+        found = ids[0] >= 0
+        return ids[0][found].astype(np.int64), scores[0][found].astype(np.float32)
 
     @staticmethod
     def _dense_scores(

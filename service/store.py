@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import IndexIncompatibleError, IndexNotBuiltError
+from service.errors import IndexIncompatibleError
 from service.models import Chunk, Document
 
 FORMAT_VERSION = 1
@@ -39,11 +39,18 @@ CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
     title TEXT NOT NULL, context TEXT NOT NULL, text TEXT NOT NULL,
     char_start INTEGER NOT NULL, char_end INTEGER NOT NULL,
-    line_start INTEGER NOT NULL, line_end INTEGER NOT NULL
+    line_start INTEGER NOT NULL, line_end INTEGER NOT NULL,
+    section TEXT NOT NULL DEFAULT '', page_start INTEGER, page_end INTEGER
 );
 """
+# In the order of the Chunk constructor.
 _CHUNK_COLUMNS = (
-    "chunk_id, source, title, text, char_start, char_end, line_start, line_end, context"
+    "chunk_id, source, title, text, char_start, char_end, line_start, line_end, context, "
+    "section, page_start, page_end"
+)
+# Builds written before sections and pages have no such columns: read them as absent.
+_LEGACY_CHUNK_COLUMNS = _CHUNK_COLUMNS.replace(
+    "section, page_start, page_end", "'' AS section, NULL AS page_start, NULL AS page_end"
 )
 
 
@@ -152,10 +159,11 @@ def write_chunk_store(
                 (doc.source, doc.title, doc.sha256, doc.size, doc.text, row_start, len(ordered)),
             )
         con.executemany(
-            f"INSERT INTO chunks (row, {_CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO chunks (row, {_CHUNK_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (row, c.chunk_id, c.source, c.title, c.text, c.char_start, c.char_end,
-                 c.line_start, c.line_end, c.context)
+                 c.line_start, c.line_end, c.context, c.section, c.page_start, c.page_end)
                 for row, c in enumerate(ordered)
             ),
         )
@@ -165,9 +173,30 @@ def write_chunk_store(
     return ordered
 
 
-def write_vectors(folder: Path, vectors: npt.NDArray[np.float32]) -> None:
-    """Write an exact inner-product index whose ids are the chunk rows."""
-    index = faiss.IndexFlatIP(vectors.shape[1])
+def vector_index(dim: int, count: int, settings: Any) -> faiss.Index:
+    """An empty inner-product index sized to count vectors: exact flat below the settings'
+    threshold (or when GROUNDQA_ANN=flat), HNSW above it (or when GROUNDQA_ANN=hnsw)."""
+    kind = settings.ann
+    if kind == "auto":
+        kind = "hnsw" if count >= settings.ann_threshold else "flat"
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = settings.hnsw_ef_construction
+    index.hnsw.efSearch = settings.hnsw_ef_search  # saved with the index
+    return index
+
+
+def write_vectors(
+    folder: Path, vectors: npt.NDArray[np.float32], settings: Any | None = None
+) -> None:
+    """Write an inner-product index whose ids are the chunk rows (both flat and HNSW number
+    vectors in the order they are added); settings default to the environment's."""
+    if settings is None:
+        from service.config import Settings
+
+        settings = Settings()
+    index = vector_index(vectors.shape[1], len(vectors), settings)
     if len(vectors):
         index.add(vectors)
     faiss.write_index(index, str(folder / VECTORS))
@@ -186,49 +215,49 @@ class ChunkStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        con = self._connect()
-        rows = con.execute(
+        # Read-only and immutable: a published build never changes, so sqlite may skip locking.
+        # One connection, opened now and shared by every thread: it holds the file open, so a
+        # build pruned while requests still read it stays readable (a connection opened later,
+        # by a thread that had none yet, would fail once the folder is gone).
+        uri = f"file:{path}?mode=ro&immutable=1"
+        self._con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+        rows = self._fetch(
             "SELECT source, title, sha256, size, row_start, row_end FROM documents ORDER BY rowid"
-        ).fetchall()
+        )
         self.documents: dict[str, DocumentInfo] = {r[0]: DocumentInfo(*r) for r in rows}
-        (self.chunk_count,) = con.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        ((self.chunk_count,),) = self._fetch("SELECT COUNT(*) FROM chunks")
+        names = {r[1] for r in self._fetch("PRAGMA table_info(chunks)")}
+        self._columns = _CHUNK_COLUMNS if "section" in names else _LEGACY_CHUNK_COLUMNS
 
-    def _connect(self) -> sqlite3.Connection:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is None:
-            # Read-only and immutable: a published build never changes, so sqlite may skip
-            # locking entirely and many threads and processes read it at once.
-            uri = f"file:{self.path}?mode=ro&immutable=1"
-            con = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            self._local.con = con
-        return con
+    def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """All rows of one query on the shared connection."""
+        with self._lock:
+            return self._con.execute(sql, params).fetchall()
 
     def chunks(self, rows: Sequence[int]) -> dict[int, Chunk]:
         """Chunks by row for the given rows."""
         if not rows:
             return {}
         marks = ",".join("?" * len(rows))
-        cur = self._connect().execute(
-            f"SELECT row, {_CHUNK_COLUMNS} FROM chunks WHERE row IN ({marks})",
+        found = self._fetch(
+            f"SELECT row, {self._columns} FROM chunks WHERE row IN ({marks})",
             [int(r) for r in rows],
         )
-        return {row[0]: Chunk(*row[1:]) for row in cur}
+        return {row[0]: Chunk(*row[1:]) for row in found}
 
     def iter_chunks(self, source: str) -> Iterator[Chunk]:
         """A document's chunks in order."""
-        cur = self._connect().execute(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE source = ? ORDER BY row", (source,)
+        found = self._fetch(
+            f"SELECT {self._columns} FROM chunks WHERE source = ? ORDER BY row", (source,)
         )
-        for row in cur:
+        for row in found:
             yield Chunk(*row)
 
     def text(self, source: str) -> str | None:
         """The indexed text of a document, or None when it is not indexed."""
-        row = self._connect().execute(
-            "SELECT text FROM documents WHERE source = ?", (source,)
-        ).fetchone()
-        return None if row is None else str(row[0])
+        found = self._fetch("SELECT text FROM documents WHERE source = ?", (source,))
+        return str(found[0][0]) if found else None
 
     def rows_matching(self, patterns: Iterable[str]) -> npt.NDArray[np.int64]:
         """Rows of the chunks of every document whose source matches one of the glob patterns."""
@@ -298,5 +327,8 @@ class EmbeddingCache:
         with open_writable(self.path) as con:
             con.executemany(
                 "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
-                ((model, key, np.asarray(v, dtype=np.float32).tobytes()) for key, v in items.items()),
+                (
+                    (model, key, np.asarray(v, dtype=np.float32).tobytes())
+                    for key, v in items.items()
+                ),
             )

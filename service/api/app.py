@@ -9,13 +9,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
+from service.api.openai import install_error_handlers
+from service.api.openai import router as openai_router
 from service.api.routes import router
 from service.api.state import AppState
+from service.api.web import router as web_router
 from service.config import Settings
 from service.embedding import Embedder, load_embedder
 from service.errors import (
@@ -50,6 +54,8 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
         state.load_error = str(exc)
         log.error("%s", exc)
         return
+    # The first forward pass allocates and tunes kernels: pay for it before the first request.
+    state.embedder.embed(["warm up"])
     state.holder = IndexHolder(settings.index_dir, state.embedder)
     state.searcher = Searcher(settings, state.embedder, state.holder)
     state.rebuilds = RebuildManager(settings, Builder(settings, state.embedder), state.holder)
@@ -65,7 +71,8 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
     try:
         state.holder.refresh()
     except GroundQAError as exc:
-        # Keep serving health and admin routes; asks answer 503 with this hint.
+        # Keep serving health and admin routes; asks answer 503 with this hint, /readyz too.
+        state.load_error = str(exc)
         log.error("%s", exc)
 
 
@@ -107,13 +114,25 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     app.state.groundqa = state
     app.include_router(router)
+    app.include_router(openai_router)
+    app.include_router(web_router)
     # Added last = outermost: limits apply before anything reads the body; every response,
     # errors included, is counted and logged.
     app.add_middleware(LimitsMiddleware, max_bytes=settings.max_body_bytes,
                        timeout=settings.request_timeout)
+    if settings.cors_origins:
+        # Inside the observability middleware, so preflights are counted and logged too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(ObservabilityMiddleware, metrics=state.metrics,
                        log_questions=settings.log_questions)
 
+    # Open even with API keys, like /healthz and /readyz: Prometheus scrapers and orchestrator
+    # probes send no credentials. It shows counts and timings, never questions or text.
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         """Prometheus metrics."""
@@ -126,4 +145,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         code = next((c for t, c in STATUS_BY_ERROR if isinstance(exc, t)), 500)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
+    # Last: wraps the handlers above so /v1/chat/ and /v1/models errors take OpenAI's shape.
+    install_error_handlers(app)
     return app

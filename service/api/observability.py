@@ -14,11 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("groundqa.access")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Bodies are kept for the access log only with log_questions, and only this much of them.
+QUESTION_LOG_BYTES = 16_384
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -33,8 +36,8 @@ class Metrics:
             ["route", "method", "status"], registry=r,
         )
         self.latency = Histogram(
-            "groundqa_http_request_duration_seconds", "HTTP request latency by route.",
-            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+            "groundqa_http_request_duration_seconds", "HTTP request latency by route and status.",
+            ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.embed = Histogram(
             "groundqa_question_embed_seconds", "Time to embed a question.",
@@ -95,6 +98,13 @@ class ObservabilityMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()
+        body = bytearray()
+
+        async def receive_and_keep() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(body) < QUESTION_LOG_BYTES:
+                body.extend(message.get("body", b""))
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -106,13 +116,13 @@ class ObservabilityMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_and_keep if self.log_questions else receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             route = _route_of(scope)
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(seconds)
+            self.metrics.latency.labels(route, method, str(status)).observe(seconds)
             record: dict[str, Any] = {
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "request_id": request_id, "method": method, "route": route,
@@ -122,11 +132,24 @@ class ObservabilityMiddleware:
             }
             if self.log_questions and scope.get("query_string"):
                 record["query"] = scope["query_string"].decode("latin-1")
+            if self.log_questions and (question := _question_of(bytes(body))) is not None:
+                record["question"] = question
             access_log.info(json.dumps(record))
 
 
+def _question_of(body: bytes) -> str | None:
+    """The `question` of a JSON request body (POST /v1/ask), if it has one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    question = data.get("question") if isinstance(data, dict) else None
+    return question if isinstance(question, str) else None
+
+
 class LimitsMiddleware:
-    """Rejects bodies over max_bytes with 413 and bodies that trickle in slower than timeout."""
+    """Rejects bodies over max_bytes with 413, and with 408 bodies not fully received within
+    timeout seconds of the first read (a slow client cannot hold a request open for long)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
@@ -143,17 +166,27 @@ class LimitsMiddleware:
             return
         received = 0
         started = False
+        complete = False
+        deadline: float | None = None
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, complete, deadline
+            if complete:
+                # The body is in; later reads wait for a disconnect (streaming responses).
+                return await receive()
+            now = asyncio.get_running_loop().time()
+            deadline = deadline or now + self.timeout
             try:
-                message = await asyncio.wait_for(receive(), self.timeout)
+                message = await asyncio.wait_for(receive(), max(deadline - now, 0.0))
             except TimeoutError:
                 raise _BodyError(408, "request body not received in time") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise _BodyError(413, f"request body larger than {self.max_bytes} bytes")
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -165,23 +198,25 @@ class LimitsMiddleware:
             await self.app(scope, limited, tracking_send)
         except _BodyError as exc:
             if not started:
-                await _plain(send, exc.status, exc.detail)
+                await _plain(send, exc.status_code, exc.detail)
 
 
-class _BodyError(Exception):
+class _BodyError(HTTPException):
+    """An HTTPException, so FastAPI's body parsing re-raises it (it turns any other error into
+    400) and the app's handlers answer it; the middleware answers it when nothing did."""
+
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+        # The rest of the body is never read: the connection cannot carry another request.
+        super().__init__(status, detail, headers={"Connection": "close"})
 
 
 async def _plain(send: Send, status: int, detail: str) -> None:
-    """Send a small JSON error response."""
+    """Send a small JSON error response and close the connection (the body was not read)."""
     body = json.dumps({"detail": detail}).encode()
     await send({
         "type": "http.response.start", "status": status,
         "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
+                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
     })
     await send({"type": "http.response.body", "body": body})
 

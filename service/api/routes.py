@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.concurrency import run_in_threadpool
 
 from service.answering import AskResult, ask
 from service.api.schemas import (
@@ -25,8 +27,13 @@ from service.errors import BuildInProgressError, DocumentNotFoundError
 from service.indexing import seeds_plan
 from service.search import Searcher
 
+# 422 is left to FastAPI: its validation errors are a list, documented as HTTPValidationError.
 ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut},
+    401: {"model": ErrorOut}, 503: {"model": ErrorOut},
+}
+# Routes that read a body: not parseable (400), not sent in time (408), too large (413).
+BODY_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut}, 408: {"model": ErrorOut}, 413: {"model": ErrorOut},
 }
 
 router = APIRouter()
@@ -61,18 +68,31 @@ def vars_of(obj: object) -> dict[str, object]:
     return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
 
 
+def ask_limiter(state: AppState) -> anyio.CapacityLimiter:
+    """The app's bound on asks computed at once (settings.ask_concurrency): enough threads to
+    keep every core and the encoder's micro-batches busy; the rest wait on the event loop
+    instead of crowding the shared threadpool."""
+    limiter = state.extras.get("ask_limiter")
+    if not isinstance(limiter, anyio.CapacityLimiter):
+        limiter = anyio.CapacityLimiter(state.settings.ask_concurrency)
+        state.extras["ask_limiter"] = limiter
+    return limiter
+
+
 async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> AskResponse:
     """Answer off the event loop: encoding and search are CPU-bound."""
-    result = await run_in_threadpool(
-        ask, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
+    result = await anyio.to_thread.run_sync(
+        partial(ask, searcher, body.question, top_k=body.top_k, mode=body.mode,
+                sources=body.sources),
+        limiter=ask_limiter(state),
     )
     state.metrics.embed.observe(result.timings.get("embed_ms", 0.0) / 1000)
     state.metrics.search.observe(result.timings.get("search_ms", 0.0) / 1000)
     return to_response(result)
 
 
-@router.post("/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey],
-             tags=["ask"])
+@router.post("/v1/ask", response_model=AskResponse, responses={**ERRORS, **BODY_ERRORS},
+             dependencies=[ApiKey], tags=["ask"])
 async def ask_post(body: AskRequest, state: StateDep, searcher: SearcherDep) -> AskResponse:
     """Answer a question with ranked, cited passages."""
     return await run_ask(state, searcher, body)
@@ -122,7 +142,7 @@ def index_info(state: StateDep, searcher: SearcherDep) -> IndexInfo:
     index = searcher.holder.current
     manifest = index.manifest
     try:
-        stale = seeds_plan(state.settings).changed
+        stale = seeds_plan(state.settings, searcher.embedder.model_id).changed
     except Exception:  # a missing seeds folder makes the build stale, not the route fail
         stale = True
     return IndexInfo(
@@ -162,6 +182,7 @@ def rebuild_status(job_id: str, state: StateDep) -> JobOut:
     return JobOut.model_validate(job.as_dict())
 
 
+# Health routes take no API key: orchestrator probes (Docker, Kubernetes) send no credentials.
 @router.get("/healthz", tags=["health"])
 def healthz() -> dict[str, str]:
     """The process is alive."""
@@ -173,8 +194,8 @@ def readyz(state: StateDep) -> Ready:
     """Ready once the model and a valid build are loaded."""
     holder = state.holder
     if state.searcher is None or holder is None or not holder.loaded:
+        waiting = "model still loading" if state.searcher is None else "no valid index build"
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            state.load_error or "not ready: model or index still loading",
+            status.HTTP_503_SERVICE_UNAVAILABLE, state.load_error or f"not ready: {waiting}"
         )
     return Ready(status="ready", build_id=holder.current.build_id)

@@ -66,6 +66,9 @@ class CitationOut(BaseModel):
     line_end: int
     chunk_id: str
     url: str
+    section: str | None = Field(None, description="Heading path, e.g. 'Install > Docker'.")
+    page_start: int | None = Field(None, description="First page (1-based) of a PDF passage.")
+    page_end: int | None = Field(None, description="Last page (1-based) of a PDF passage.")
 
 
 class HighlightOut(BaseModel):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from service.models import Section, Span
+from service.models import SECTION_SEPARATOR, Section, Span
 
 TITLE_MAX_CHARS = 200
-PATH_SEPARATOR = " > "
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +64,8 @@ def sections_from_headings(text: str, headings: Sequence[Heading]) -> tuple[Sect
     """One section per heading, from the heading to the next one, named by its heading path.
 
     A heading with nothing under it but a subheading ("# Install" right before "## Docker")
-    is no section of its own: it opens the next one, so no passage is a bare heading.  Text before the first heading belongs to no section.
+    is no section of its own: it opens the next one, so no passage is a bare heading.
+    Text before the first heading belongs to no section.
     """
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
@@ -81,6 +81,6 @@ def sections_from_headings(text: str, headings: Sequence[Heading]) -> tuple[Sect
             opened = start
             continue
         opened = None
-        path = PATH_SEPARATOR.join(title for _, title in stack if title)
+        path = SECTION_SEPARATOR.join(title for _, title in stack if title)
         sections.append(Section(start, end, path))
     return tuple(sections)

@@ -61,9 +61,8 @@ def headings(text: str) -> list[Heading]:
             continue
         match = _ATX.match(line)
         if match:
-            found.append(
-                Heading(offset, offset + len(line), len(match.group(1)), _plain(match.group(2) or ""))
-            )
+            title = _plain(match.group(2) or "")
+            found.append(Heading(offset, offset + len(line), len(match.group(1)), title))
     return found
 
 

@@ -1,0 +1,381 @@
+// groundqa web page: ask a question, read the cited passages, open each citation in its source.
+// Plain JavaScript, no dependencies. Text from the server is only ever inserted as text nodes.
+"use strict";
+
+(function () {
+  const KEY_STORAGE = "groundqa.apiKey";
+
+  const $ = (id) => document.getElementById(id);
+  const form = $("ask-form");
+  const questionInput = $("question");
+  const askButton = $("ask-button");
+  const statusBox = $("status");
+  const results = $("results");
+  const answerBox = $("answer");
+  const passageList = $("passages");
+  const docView = $("doc-view");
+  const docTitle = $("doc-title");
+  const docMeta = $("doc-meta");
+  const docText = $("doc-text");
+  const docClose = $("doc-close");
+  const buildIdBox = $("build-id");
+  const modelInfo = $("model-info");
+  const keySettings = $("key-settings");
+  const keyInput = $("api-key");
+  const keyClear = $("api-key-clear");
+
+  let askSeq = 0;
+  let docSeq = 0;
+  let currentBuild = null;
+  let lastTrigger = null;
+  const documents = new Map(); // document path -> Promise of {source, title, sha256, text}
+
+  // ------------------------------------------------------------------ small helpers
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === "className") node.className = value;
+      else node.setAttribute(name, value);
+    }
+    for (const child of children) {
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  function setStatus(message, kind) {
+    statusBox.textContent = message;
+    statusBox.className = "status" + (kind ? " status-" + kind : "");
+  }
+
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORAGE) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  function storeKey(value) {
+    try {
+      if (value) sessionStorage.setItem(KEY_STORAGE, value);
+      else sessionStorage.removeItem(KEY_STORAGE);
+    } catch (_) {
+      // Storage may be disabled; the key then lives only in the input.
+    }
+  }
+
+  function authHeaders() {
+    const key = keyInput.value.trim();
+    return key ? { Authorization: "Bearer " + key } : {};
+  }
+
+  // API paths are resolved against the page, so the app also works behind a path prefix.
+  function apiUrl(path) {
+    return new URL(path.replace(/^\//, ""), document.baseURI).toString();
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  function errorMessage(body, status) {
+    const detail = body && body.detail !== undefined ? body.detail : body && body.error;
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      return detail.map((d) => (d.loc ? d.loc.filter((p) => p !== "body").join(".") + ": " : "") + d.msg).join("; ");
+    }
+    if (detail && typeof detail.message === "string") return detail.message;
+    return "the server answered " + status;
+  }
+
+  async function api(path, options) {
+    let response;
+    try {
+      response = await fetch(apiUrl(path), options);
+    } catch (_) {
+      throw new ApiError(0, "cannot reach the server; check that groundqa is running");
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, errorMessage(body, response.status));
+    return body;
+  }
+
+  // Citation offsets count Unicode code points (Python str indices); JavaScript strings index
+  // UTF-16 units. Map each wanted code-point offset to its UTF-16 index in one pass.
+  function unitIndices(text, offsets) {
+    const wanted = Array.from(new Set(offsets)).sort((a, b) => a - b);
+    const out = new Map();
+    let point = 0;
+    let unit = 0;
+    for (const target of wanted) {
+      while (point < target && unit < text.length) {
+        unit += text.codePointAt(unit) > 0xffff ? 2 : 1;
+        point += 1;
+      }
+      out.set(target, Math.min(unit, text.length));
+    }
+    return out;
+  }
+
+  // Append text to parent with the given code-point spans wrapped in <mark>; returns the marks.
+  function appendMarked(parent, text, spans, markAttrs) {
+    const sorted = spans
+      .filter((s) => s.end > s.start)
+      .sort((a, b) => a.start - b.start);
+    const units = unitIndices(text, sorted.flatMap((s) => [s.start, s.end]));
+    const marks = [];
+    let at = 0;
+    for (const span of sorted) {
+      const start = units.get(span.start);
+      const end = units.get(span.end);
+      if (start < at) continue; // overlapping spans: keep the first
+      if (start > at) parent.append(document.createTextNode(text.slice(at, start)));
+      const mark = el("mark", markAttrs || {}, text.slice(start, end));
+      parent.append(mark);
+      marks.push(mark);
+      at = end;
+    }
+    if (at < text.length) parent.append(document.createTextNode(text.slice(at)));
+    return marks;
+  }
+
+  function lineRange(citation) {
+    return citation.line_start === citation.line_end
+      ? "line " + citation.line_start
+      : "lines " + citation.line_start + "\u2013" + citation.line_end;
+  }
+
+  function pageRange(citation) {
+    if (citation.page_start == null) return "";
+    return citation.page_start === citation.page_end || citation.page_end == null
+      ? "page " + citation.page_start
+      : "pages " + citation.page_start + "\u2013" + citation.page_end;
+  }
+
+  // Where a passage sits in its source: pages (PDF) and lines.
+  function location(citation) {
+    const pages = pageRange(citation);
+    return (pages ? pages + ", " : "") + lineRange(citation);
+  }
+
+  function showBuild(index) {
+    if (!index) return;
+    if (currentBuild !== index.build_id) documents.clear();
+    currentBuild = index.build_id;
+    buildIdBox.textContent = index.build_id;
+    modelInfo.textContent = index.model ? " \u00b7 model " + index.model : "";
+  }
+
+  function askForKey(message) {
+    keySettings.open = true;
+    keyInput.focus();
+    setStatus(message, "error");
+  }
+
+  // ------------------------------------------------------------------ asking
+
+  function renderAnswer(data) {
+    const answer = data.answer;
+    const ranks = new Set(data.passages.map((p) => p.rank));
+    const paragraph = el("p", { className: "answer-text" });
+    // "[n]" markers become links to passage n; everything else stays text.
+    const parts = answer.text.split(/\[(\d+)\]/);
+    parts.forEach((part, i) => {
+      if (i % 2 === 0) {
+        if (part) paragraph.append(document.createTextNode(part));
+        return;
+      }
+      const rank = Number(part);
+      if (!ranks.has(rank)) {
+        paragraph.append(document.createTextNode("[" + part + "]"));
+        return;
+      }
+      const link = el("a", {
+        className: "cite", href: "#passage-" + rank, "aria-label": "Passage " + rank,
+      }, "[" + rank + "]");
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        const target = $("passage-" + rank);
+        target.scrollIntoView({ block: "nearest", behavior: "smooth" });
+        target.focus({ preventScroll: true });
+      });
+      paragraph.append(link);
+    });
+    answerBox.replaceChildren(paragraph);
+    answerBox.classList.toggle("abstained", !answer.grounded);
+    if (!answer.grounded) {
+      answerBox.append(el("p", { className: "note" },
+        "The sources do not answer this closely enough; the nearest passages are below."));
+    }
+  }
+
+  function renderPassages(data) {
+    passageList.replaceChildren();
+    for (const passage of data.passages) {
+      const c = passage.citation;
+      const open = el("button", {
+        type: "button", className: "citation", title: c.title || c.source,
+        "aria-label": "Open " + c.source + ", " + location(c) + ", in the document view",
+      }, c.source, el("span", { className: "lines" }, " \u00b7 " + location(c)));
+      open.addEventListener("click", () => openDocument(passage, open));
+      const head = el("div", { className: "passage-head" },
+        el("span", { className: "rank", "aria-hidden": "true" }, "[" + passage.rank + "]"),
+        open,
+        el("span", { className: "score" }, "score " + passage.score.toFixed(4)));
+      if (c.section) {
+        head.insertBefore(el("span", { className: "section" }, c.section), head.lastChild);
+      }
+      const text = el("blockquote", { className: "passage-text", cite: c.url });
+      const spans = passage.highlights.map((h) => ({
+        start: h.char_start - c.char_start, end: h.char_end - c.char_start,
+      }));
+      appendMarked(text, passage.text, spans);
+      const item = el("li", {
+        className: "passage", id: "passage-" + passage.rank, tabindex: "-1",
+        "aria-label": "Passage " + passage.rank + ", " + c.source + ", " + location(c),
+        "data-rank": String(passage.rank),
+      }, head, text);
+      passageList.append(item);
+    }
+  }
+
+  async function ask(question) {
+    const seq = ++askSeq;
+    askButton.disabled = true;
+    results.setAttribute("aria-busy", "true");
+    setStatus("Searching the sources\u2026", "loading");
+    try {
+      const data = await api("/v1/ask", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...authHeaders() },
+        body: JSON.stringify({ question: question }),
+      });
+      if (seq !== askSeq) return;
+      showBuild(data.index);
+      renderAnswer(data);
+      renderPassages(data);
+      results.hidden = false;
+      const n = data.passages.length;
+      setStatus((data.answer.grounded ? "Answer ready" : "No grounded answer") + ": " + n +
+        " passage" + (n === 1 ? "" : "s") + " in " + Math.round(data.took_ms) + " ms.", "");
+    } catch (error) {
+      if (seq !== askSeq) return;
+      if (error.status === 401) askForKey("This server needs an API key: enter it above and ask again.");
+      else setStatus("Could not answer: " + error.message, "error");
+    } finally {
+      if (seq === askSeq) {
+        askButton.disabled = false;
+        results.removeAttribute("aria-busy");
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ the document view
+
+  function fetchDocument(path) {
+    if (!documents.has(path)) {
+      const pending = api(path, { headers: authHeaders() });
+      pending.catch(() => documents.delete(path));
+      documents.set(path, pending);
+    }
+    return documents.get(path);
+  }
+
+  async function openDocument(passage, trigger) {
+    const seq = ++docSeq;
+    const c = passage.citation;
+    lastTrigger = trigger;
+    docView.setAttribute("aria-busy", "true");
+    setStatus("Loading " + c.source + "\u2026", "loading");
+    try {
+      const doc = await fetchDocument(c.url.split("#")[0]);
+      if (seq !== docSeq) return;
+      docTitle.textContent = doc.source;
+      docMeta.replaceChildren(
+        document.createTextNode("Passage [" + passage.rank + "] cites " + location(c) +
+          " (characters " + c.char_start + "\u2013" + c.char_end + ")"),
+        doc.title && doc.title !== doc.source ? el("span", { className: "doc-name" }, doc.title) : "");
+      docText.replaceChildren();
+      const [mark] = appendMarked(docText, doc.text, [{ start: c.char_start, end: c.char_end }],
+        { id: "cited-span", className: "cited" });
+      if (mark) {
+        // Within the cited span, the sentences that answer the question stand out.
+        const cited = mark.textContent;
+        mark.replaceChildren();
+        appendMarked(mark, cited, passage.highlights.map((h) => ({
+          start: h.char_start - c.char_start, end: h.char_end - c.char_start,
+        })), { className: "answer-sentence" });
+      }
+      docView.hidden = false;
+      docView.focus({ preventScroll: true });
+      if (mark) mark.scrollIntoView({ block: "center" });
+      setStatus("Showing " + doc.source + ", " + location(c) + ".", "");
+    } catch (error) {
+      if (seq !== docSeq) return;
+      if (error.status === 401) askForKey("This server needs an API key to show sources: enter it above.");
+      else setStatus("Could not load " + c.source + ": " + error.message, "error");
+    } finally {
+      if (seq === docSeq) docView.removeAttribute("aria-busy");
+    }
+  }
+
+  function closeDocument() {
+    docView.hidden = true;
+    docText.replaceChildren();
+    if (lastTrigger && document.body.contains(lastTrigger)) lastTrigger.focus();
+  }
+
+  // ------------------------------------------------------------------ wiring
+
+  async function showReadiness() {
+    try {
+      const ready = await api("/readyz", {});
+      if (ready.build_id && !currentBuild) buildIdBox.textContent = ready.build_id;
+    } catch (error) {
+      if (!currentBuild) {
+        buildIdBox.textContent = "not loaded";
+        setStatus("The server is not ready: " + error.message, "error");
+      }
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const question = questionInput.value.trim();
+    if (!question) {
+      setStatus("Type a question first.", "error");
+      questionInput.focus();
+      return;
+    }
+    ask(question);
+  });
+  docClose.addEventListener("click", closeDocument);
+  docView.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeDocument();
+  });
+  keyInput.value = storedKey();
+  keyInput.addEventListener("input", () => storeKey(keyInput.value.trim()));
+  keyClear.addEventListener("click", () => {
+    keyInput.value = "";
+    storeKey("");
+    keyInput.focus();
+    setStatus("API key cleared.", "");
+  });
+
+  showReadiness();
+  const preset = new URLSearchParams(window.location.search).get("q");
+  if (preset) {
+    questionInput.value = preset;
+    ask(preset);
+  }
+})();

@@ -1,0 +1,295 @@
+"""Command line: JSON for machines, text for people, one line on stderr for each error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service import cli
+from service.answering import ask
+from service.api.routes import to_response
+from service.config import Settings
+from service.indexing import build_lock
+from service.search import IndexHolder, Searcher
+from service.store import read_pointer
+from tests.conftest import FakeEmbedder, WriteSeed
+
+DOCUMENTED_KEYS = {
+    "build_id",
+    "files_indexed",
+    "added",
+    "modified",
+    "deleted",
+    "unchanged",
+    "skipped",
+    "chunks",
+    "chunks_embedded",
+    "chunks_reused",
+    "seconds",
+    "full_rebuild_reason",
+}
+GUIDE = "# Guide\n\nThe library opens at nine in the morning.\nIt closes at six.\n"
+NOTES = "Notes\n\nThe cafe serves espresso and green tea.\n"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No GROUNDQA_* variables or .env file of the caller; the CLI's log level restored."""
+    for name in list(os.environ):
+        if name.startswith("GROUNDQA_"):
+            monkeypatch.delenv(name)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    logger = logging.getLogger("groundqa")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+@pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch, fake_embedder: FakeEmbedder) -> FakeEmbedder:
+    """Every model the CLI loads is the fake (the CLI imports load_embedder when it runs)."""
+
+    def load(*args: Any, **kwargs: Any) -> FakeEmbedder:
+        return fake_embedder
+
+    monkeypatch.setattr("service.embedding.load_embedder", load)
+    monkeypatch.setattr("service.embedding.embedder_for", load, raising=False)
+    return fake_embedder
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `groundqa argv...`."""
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def paths(settings: Settings) -> list[str]:
+    return ["--seeds", str(settings.seeds_dir), "--index", str(settings.index_dir)]
+
+
+def index_json(capsys: pytest.CaptureFixture[str], settings: Settings, *extra: str) -> Any:
+    code, out, err = run(capsys, "index", *paths(settings), "--json", *extra)
+    assert (code, err) == (0, "")
+    assert out.endswith("}\n") and out.count("\n") == 1
+    return json.loads(out)
+
+
+def test_index_json(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    write_seed("guide.md", GUIDE)
+    write_seed("sub/notes.txt", NOTES)
+    write_seed("image.png", "not text")
+    report = index_json(capsys, settings)
+    assert set(report) >= DOCUMENTED_KEYS
+    build_id = read_pointer(settings.index_dir)
+    assert isinstance(report["seconds"], float) and report["seconds"] >= 0
+    assert {k: report[k] for k in DOCUMENTED_KEYS - {"seconds"}} == {
+        "build_id": build_id,
+        "files_indexed": 2,
+        "added": ["guide.md", "sub/notes.txt"],
+        "modified": [],
+        "deleted": [],
+        "unchanged": [],
+        "skipped": [{"source": "image.png", "reason": "unsupported file type .png"}],
+        "chunks": 2,
+        "chunks_embedded": 2,
+        "chunks_reused": 0,
+        "full_rebuild_reason": "no published build",
+    }
+    assert (report["published"], report["dry_run"]) == (True, False)
+
+    write_seed("sub/notes.txt", NOTES.replace("green tea", "black tea"))
+    report = index_json(capsys, settings)
+    assert {k: report[k] for k in DOCUMENTED_KEYS - {"seconds", "build_id"}} == {
+        "files_indexed": 2,
+        "added": [],
+        "modified": ["sub/notes.txt"],
+        "deleted": [],
+        "unchanged": ["guide.md"],
+        "skipped": [{"source": "image.png", "reason": "unsupported file type .png"}],
+        "chunks": 2,
+        "chunks_embedded": 1,
+        "chunks_reused": 1,
+        "full_rebuild_reason": None,
+    }
+    assert report["build_id"] == read_pointer(settings.index_dir) != build_id
+
+    report = index_json(capsys, settings, "--full")
+    assert (report["chunks_embedded"], report["full_rebuild_reason"]) == (2, "--full requested")
+
+
+def test_index_text_summary(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    write_seed("guide.md", GUIDE)
+    code, out, err = run(capsys, "index", *paths(settings))
+    assert (code, err) == (0, "")
+    build_id = read_pointer(settings.index_dir)
+    lines = out.splitlines()
+    assert lines[:-1] == [
+        f"Published build {build_id}.",
+        "Full rebuild: no published build.",
+        "Files: 1 added, 0 modified, 0 deleted, 0 unchanged; 1 indexed, 0 skipped.",
+        "Chunks: 1 total, 1 embedded, 0 reused from cache.",
+    ]
+    assert re.fullmatch(r"Took \d+\.\d\d s\.", lines[-1])
+    code, out, _ = run(capsys, "index", *paths(settings))
+    assert out.splitlines()[0] == f"Index is up to date (build {build_id}); nothing to do."
+
+
+def test_index_dry_run(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    write_seed("guide.md", GUIDE)
+    write_seed("notes.txt", NOTES)
+    code, out, err = run(capsys, "index", *paths(settings), "--dry-run")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:-1] == [
+        "Dry run: nothing written.",
+        "Full rebuild: no published build.",
+        "Files: 2 added, 0 modified, 0 deleted, 0 unchanged; 2 indexed, 0 skipped.",
+    ]
+    assert re.fullmatch(r"Took \d+\.\d\d s\.", lines[-1])
+    assert not settings.index_dir.exists()
+    assert fake_model.calls == []
+
+    report = index_json(capsys, settings, "--dry-run")
+    assert (report["dry_run"], report["published"], report["build_id"], report["added"]) == (
+        True,
+        False,
+        None,
+        ["guide.md", "notes.txt"],
+    )
+    assert not settings.index_dir.exists()
+
+
+def test_ask_json_prints_the_api_body(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GROUNDQA_ABSTAIN_THRESHOLD", str(settings.abstain_threshold))
+    write_seed("guide.md", GUIDE)
+    write_seed("notes.txt", NOTES)
+    index_json(capsys, settings)
+    question = "When does the library open?"
+    code, out, err = run(capsys, "ask", question, *paths(settings), "--json", "--top-k", "2")
+    assert (code, err) == (0, "")
+    assert out.count("\n") == 1
+    body = json.loads(out)
+    assert body.pop("took_ms") >= 0
+    holder = IndexHolder(settings.index_dir, fake_model)
+    holder.refresh()
+    expected = to_response(ask(Searcher(settings, fake_model, holder), question, top_k=2))
+    expected_body = expected.model_dump(mode="json")
+    expected_body.pop("took_ms")
+    assert body == expected_body
+    assert body["index"] == {"build_id": read_pointer(settings.index_dir), "model": "fake-hash-64"}
+    top = body["passages"][0]
+    assert top["citation"]["source"] == "guide.md"
+    assert GUIDE[top["citation"]["char_start"] : top["citation"]["char_end"]] == top["text"]
+
+
+def test_ask_text(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    write_seed("guide.md", GUIDE)
+    index_json(capsys, settings)
+    code, out, err = run(capsys, "ask", "library opening hours", *paths(settings), "--top-k", "1")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith("Answer: ")
+    assert re.fullmatch(r"\[1\] guide\.md, lines 1-4 \(score -?\d+\.\d{4}\)", lines[2])
+    assert lines[3] == "    " + GUIDE.strip().replace("\n", "\n    ").splitlines()[0]
+    assert re.fullmatch(rf"build {read_pointer(settings.index_dir)}, \d+\.\d ms", lines[-1])
+
+
+# --- errors: a non-zero exit and exactly one line on stderr -----------------------------------
+
+
+def test_missing_seeds_folder(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+) -> None:
+    missing = settings.seeds_dir / "nope"
+    code, out, err = run(
+        capsys, "index", "--seeds", str(missing), "--index", str(settings.index_dir)
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: seeds folder {missing} does not exist; create it and add .txt or .md files\n"
+    )
+
+
+def test_ask_without_index(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+) -> None:
+    code, out, err = run(capsys, "ask", "anything?", *paths(settings))
+    assert (code, out) == (2, "")
+    assert err == f"error: no index in {settings.index_dir}; run `groundqa index` to build it\n"
+
+
+def test_index_while_another_build_runs(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    write_seed("guide.md", GUIDE)
+    with build_lock(settings.index_dir):
+        code, out, err = run(capsys, "index", *paths(settings))
+    assert (code, out) == (3, "")
+    assert err == (
+        f"error: another build of {settings.index_dir} is running; "
+        "wait for it to finish and try again\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["index", "ask"])
+def test_unknown_model_path(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    write_seed: WriteSeed,
+    command: str,
+) -> None:
+    """The real loader (no fake): a model folder that does not exist is a ModelLoadError."""
+    monkeypatch.setenv("GROUNDQA_MODEL", "/nonexistent")
+    write_seed("guide.md", GUIDE)
+    argv = ["index"] if command == "index" else ["ask", "a question"]
+    code, out, err = run(capsys, *argv, *paths(settings))
+    assert (code, out) == (2, "")
+    assert err == (
+        "error: model folder /nonexistent does not exist; set GROUNDQA_MODEL to a local "
+        "sentence-transformers folder or unset it to use the bundled all-MiniLM-L6-v2\n"
+    )
+    assert not settings.index_dir.exists()

@@ -1,0 +1,220 @@
+"""Ingest: exact decoding, titles, and every file left out with the reason a user can act on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from service.errors import SeedsNotFoundError
+from service.indexing import Builder
+from service.ingest import ParseError, SeedFile, parse_seed, scan_seeds
+from service.models import Document, Skipped
+
+MAX = 20_000_000
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def scan(seeds: Path, max_file_bytes: int = MAX) -> tuple[dict[str, SeedFile], list[Skipped]]:
+    files, skipped = scan_seeds(seeds, max_file_bytes)
+    return {f.source: f for f in files}, sorted(skipped, key=lambda s: s.source)
+
+
+def parse_one(seeds: Path, name: str, data: bytes) -> Document:
+    write(seeds / name, data)
+    files, _ = scan(seeds)
+    return parse_seed(files[name])
+
+
+# --- decoding and titles ---------------------------------------------------------------------
+
+
+def test_text_decoded_exactly_with_crlf(seeds: Path) -> None:
+    data = "Première ligne\r\nSecond line\r\n\r\nLast, no newline".encode()
+    doc = parse_one(seeds, "a.txt", data)
+    assert doc == Document(
+        source="a.txt",
+        title="Première ligne",
+        text="Première ligne\r\nSecond line\r\n\r\nLast, no newline",
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    )
+
+
+def test_bom_dropped_and_hash_of_the_file_bytes(seeds: Path) -> None:
+    data = b"\xef\xbb\xbfHello\nworld\n"
+    doc = parse_one(seeds, "bom.txt", data)
+    assert (doc.text, doc.title, doc.size) == ("Hello\nworld\n", "Hello", len(data))
+    assert doc.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_markdown_decoded_exactly(seeds: Path) -> None:
+    text = "Intro line\r\n\r\n# The Heading\r\n\r\nBody \u2014 text.\r\n"
+    doc = parse_one(seeds, "notes.md", text.encode())
+    assert doc.text == text
+    assert doc.title == "The Heading"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "title"),
+    [
+        ("a.txt", "\n\n   \n  First real line  \nSecond\n", "First real line"),
+        ("a.txt", "# Not a heading in text\nbody", "# Not a heading in text"),
+        ("a.md", "preamble\n## Sub heading\n# Main heading\nbody", "Main heading"),
+        ("a.md", "#NoSpace\nbody", "#NoSpace"),
+        ("a.md", "\n  text before\nmore", "text before"),
+        ("a.txt", "x" * 250 + "\nmore", "x" * 200),
+        ("a.md", "# " + "h" * 250 + "\nbody", "h" * 200),
+        ("a.md", "   \n" + "y" * 201, "y" * 200),
+    ],
+)
+def test_titles(seeds: Path, name: str, text: str, title: str) -> None:
+    assert parse_one(seeds, name, text.encode()).title == title
+
+
+def test_nested_folders_give_forward_slash_sources(seeds: Path) -> None:
+    write(seeds / "top.txt", b"top")
+    write(seeds / "a" / "b" / "deep.md", b"# Deep")
+    write(seeds / "a" / "mid.TXT", b"mid")
+    files, skipped = scan(seeds)
+    assert sorted(files) == ["a/b/deep.md", "a/mid.TXT", "top.txt"]
+    assert skipped == []
+    assert parse_seed(files["a/b/deep.md"]).source == "a/b/deep.md"
+    assert files["a/mid.TXT"].sha256 == hashlib.sha256(b"mid").hexdigest()
+    assert files["a/mid.TXT"].size == 3
+
+
+def test_hidden_files_and_folders_are_ignored(seeds: Path) -> None:
+    write(seeds / ".hidden.txt", b"secret")
+    write(seeds / ".git" / "config.txt", b"secret")
+    write(seeds / "sub" / ".cache" / "x.md", b"secret")
+    write(seeds / "visible.txt", b"shown")
+    files, skipped = scan(seeds)
+    assert sorted(files) == ["visible.txt"]
+    assert skipped == []
+
+
+# --- skipped files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"  \r\n\t\n ", "empty file"),
+        (b"\xef\xbb\xbf", "empty file"),
+        ("\u00a0\u3000\n".encode(), "empty file"),
+        (b"text\x00more", "binary file (contains NUL bytes)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "binary file (contains NUL bytes)"),
+        (b"caf\xe9 au lait", "not valid UTF-8 (byte 3)"),
+        (b"ok \xff\xfe", "not valid UTF-8 (byte 3)"),
+    ],
+)
+def test_unparseable_content_raises_with_reason(seeds: Path, data: bytes, reason: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_one(seeds, "bad.txt", data)
+    assert str(info.value) == reason
+
+
+def test_build_reports_unparseable_files_as_skipped(
+    seeds: Path, builder: Builder, tmp_path: Path
+) -> None:
+    write(seeds / "good.txt", b"Good content here.")
+    write(seeds / "empty.txt", b"")
+    write(seeds / "blank.md", b"   \n\n")
+    write(seeds / "nul.txt", b"a\x00b")
+    write(seeds / "latin1.txt", b"caf\xe9")
+    write(seeds / "image.png", b"\x89PNG")
+    write(seeds / "Makefile", b"all:")
+    report = builder.build()
+    assert report.files_indexed == 1
+    assert sorted(report.skipped, key=lambda s: s["source"]) == [
+        {"source": "Makefile", "reason": "unsupported file type (none)"},
+        {"source": "blank.md", "reason": "empty file"},
+        {"source": "empty.txt", "reason": "empty file"},
+        {"source": "image.png", "reason": "unsupported file type .png"},
+        {"source": "latin1.txt", "reason": "not valid UTF-8 (byte 3)"},
+        {"source": "nul.txt", "reason": "binary file (contains NUL bytes)"},
+    ]
+
+
+def test_size_limit(seeds: Path) -> None:
+    write(seeds / "exact.txt", b"x" * 10)
+    write(seeds / "over.txt", b"x" * 11)
+    files, skipped = scan(seeds, max_file_bytes=10)
+    assert sorted(files) == ["exact.txt"]
+    assert skipped == [Skipped("over.txt", "larger than 10 bytes")]
+
+
+def test_unsupported_extensions(seeds: Path) -> None:
+    write(seeds / "photo.png", b"png")
+    write(seeds / "README", b"readme")
+    write(seeds / "archive.tar.gz", b"gz")
+    files, skipped = scan(seeds)
+    assert files == {}
+    assert skipped == [
+        Skipped("README", "unsupported file type (none)"),
+        Skipped("archive.tar.gz", "unsupported file type .gz"),
+        Skipped("photo.png", "unsupported file type .png"),
+    ]
+
+
+def test_symlinks_pointing_outside_are_skipped(seeds: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write(outside / "secret.txt", b"secret")
+    write(seeds / "inside.txt", b"inside")
+    (seeds / "file_link.txt").symlink_to(outside / "secret.txt")
+    (seeds / "folder_link").symlink_to(outside, target_is_directory=True)
+    (seeds / "relative_link.txt").symlink_to(Path("..") / "outside" / "secret.txt")
+    files, skipped = scan(seeds)
+    assert sorted(files) == ["inside.txt"]
+    assert skipped == [
+        Skipped("file_link.txt", "symlink pointing outside the seeds folder"),
+        Skipped("folder_link", "symlink pointing outside the seeds folder"),
+        Skipped("relative_link.txt", "symlink pointing outside the seeds folder"),
+    ]
+
+
+def test_symlinks_inside_the_seeds_folder(seeds: Path) -> None:
+    write(seeds / "real" / "doc.txt", b"doc")
+    (seeds / "alias.txt").symlink_to(seeds / "real" / "doc.txt")
+    (seeds / "real_again").symlink_to(seeds / "real", target_is_directory=True)
+    files, skipped = scan(seeds)
+    assert sorted(files) == ["alias.txt", "real/doc.txt"]
+    assert skipped == [Skipped("real_again", "symlinked folder (not followed)")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_skipped(seeds: Path) -> None:
+    path = write(seeds / "locked.txt", b"locked")
+    path.chmod(0)
+    try:
+        files, skipped = scan(seeds)
+    finally:
+        path.chmod(0o644)
+    assert files == {}
+    assert skipped == [Skipped("locked.txt", "unreadable: Permission denied")]
+
+
+def test_missing_seeds_folder(tmp_path: Path) -> None:
+    with pytest.raises(SeedsNotFoundError) as info:
+        scan_seeds(tmp_path / "nope", MAX)
+    assert str(info.value) == (
+        f"seeds folder {tmp_path / 'nope'} does not exist; create it and add .txt or .md files"
+    )
+
+
+def test_file_changed_between_scan_and_parse(seeds: Path) -> None:
+    path = write(seeds / "a.txt", b"before")
+    files, _ = scan(seeds)
+    path.write_bytes(b"after")
+    with pytest.raises(ParseError) as info:
+        parse_seed(files["a.txt"])
+    assert str(info.value) == "file changed while indexing; run the build again"

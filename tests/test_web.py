@@ -1,0 +1,256 @@
+"""The web page: static files served with the right types, and a real browser asking a question,
+following a citation into its source and checking the highlighted span."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from service.api import create_app
+from service.api.web import STATIC_DIR
+from service.config import Settings
+from service.embedding import Embedder, load_embedder
+from tests.test_openai import REPO, TROOPS, seed_index, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "artifacts"
+WEB_KEY = "web-secret"
+
+ClientFor = Callable[[Settings], TestClient]
+
+
+# ----------------------------------------------------------------------------- static files
+
+
+@pytest.fixture
+def client(settings: Settings, client_for: ClientFor) -> TestClient:
+    """An app with no index: the page is served regardless."""
+    return client_for(settings)
+
+
+def test_page_is_html_with_its_assets(client: TestClient) -> None:
+    """GET / is the page; it links its stylesheet and script relative to itself."""
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert '<link rel="stylesheet" href="static/app.css">' in r.text
+    assert '<script src="static/app.js" defer></script>' in r.text
+    assert '<label for="question">Question</label>' in r.text
+    assert 'aria-live="polite"' in r.text
+    assert client.head("/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("app.css", "text/css; charset=utf-8"), ("app.js", "text/javascript; charset=utf-8")],
+)
+def test_assets_have_their_content_types(client: TestClient, name: str, content_type: str) -> None:
+    """The stylesheet and the script, byte for byte from the package."""
+    r = client.get(f"/static/{name}")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == content_type
+    assert r.content == (STATIC_DIR / name).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["index.html.bak", "missing.js", "..%2Fweb.py", "%2e%2e"])
+def test_only_known_assets_are_served(client: TestClient, name: str) -> None:
+    """Nothing else in or around the folder is reachable."""
+    r = client.get(f"/static/{name}")
+    assert r.status_code == 404
+
+
+def test_page_loads_nothing_from_elsewhere() -> None:
+    """Works offline: no CDN, no external font, no absolute URL in any shipped file."""
+    for path in STATIC_DIR.iterdir():
+        text = path.read_text()
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), path.name
+        assert "@import" not in text and "url(" not in text, path.name
+
+
+def test_script_never_inserts_html() -> None:
+    """Server text goes into the page as text nodes only."""
+    script = (STATIC_DIR / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script
+
+
+# ----------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> Path:
+    """The system Chromium; skipped only outside CI when it is not installed."""
+    if not CHROMIUM.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing in CI: apt-get install -y chromium")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium); set CI to require")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: Path) -> Iterator[Browser]:
+    """Headless system Chromium driven by Playwright (no downloaded browser)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def web_embedder() -> Embedder:
+    """The bundled model."""
+    return load_embedder(Settings().model_path)
+
+
+@pytest.fixture(scope="module")
+def web_settings(tmp_path_factory: pytest.TempPathFactory, web_embedder: Embedder) -> Settings:
+    """The real seed indexed with the real model."""
+    return seed_index(tmp_path_factory.mktemp("web-live"), web_embedder)
+
+
+@pytest.fixture(scope="module")
+def web_url(web_settings: Settings, web_embedder: Embedder) -> Iterator[str]:
+    """A real server over the real seed, without keys."""
+    with serve(create_app(web_settings, embedder=web_embedder)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_url(web_settings: Settings, web_embedder: Embedder) -> Iterator[str]:
+    """A second server over the same index, requiring an API key."""
+    settings = web_settings.model_copy(update={"api_keys": [WEB_KEY]})
+    with serve(create_app(settings, embedder=web_embedder)) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh tab; fails the test on any script error or console error (e.g. CSP)."""
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    tab = context.new_page()
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "401" not in message.text:
+            problems.append(message.text)
+
+    tab.on("console", on_console)
+    tab.on("pageerror", lambda error: problems.append(str(error)))
+    yield tab
+    context.close()
+    assert problems == []
+
+
+def ask_in_page(page: Page, question: str) -> None:
+    """Type the question and submit it with the keyboard."""
+    page.get_by_label("Question", exact=True).fill(question)
+    page.get_by_label("Question", exact=True).press("Enter")
+
+
+@pytest.mark.e2e
+def test_ask_and_open_the_first_citation(page: Page, web_url: str) -> None:
+    """Ask about the seed, follow [1] to its passage, open the citation, check the marked span."""
+    expected = httpx.post(f"{web_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
+    first = expected["passages"][0]
+
+    page.goto(f"{web_url}/")
+    expect(page.locator("#build-id")).to_have_text(expected["index"]["build_id"])
+    page.get_by_label("Question", exact=True).fill(TROOPS)
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    answer = page.locator("#answer .answer-text")
+    expect(answer).to_have_text(expected["answer"]["text"], timeout=30_000)
+    expect(answer).to_contain_text("12,000")
+    expect(page.locator("#status")).to_contain_text("Answer ready")
+    passages = page.locator("#passages > li")
+    expect(passages).to_have_count(len(expected["passages"]))
+
+    # The [1] marker links to passage 1, which shows its highlighted sentence, source and lines.
+    page.locator("#answer a.cite", has_text="[1]").first.click()
+    passage = page.locator("#passage-1")
+    expect(passage).to_be_focused()
+    expect(passage.locator(".passage-text")).to_have_text(first["text"])
+    expect(passage.locator(".passage-text mark")).to_have_text(
+        [h["text"] for h in first["highlights"]]
+    )
+    citation = first["citation"]
+    expect(passage.locator("button.citation")).to_have_text(
+        f"{citation['source']} · lines {citation['line_start']}–{citation['line_end']}"
+    )
+
+    # Opening the citation shows the source with exactly the cited span marked, in view.
+    passage.locator("button.citation").click()
+    doc_view = page.locator("#doc-view")
+    expect(doc_view).to_be_visible()
+    expect(doc_view).to_be_focused()
+    expect(page.locator("#doc-title")).to_have_text(citation["source"])
+    mark = doc_view.locator("mark#cited-span")
+    expect(mark).to_have_count(1)
+    assert mark.text_content() == first["text"]
+    assert mark.text_content() == passage.locator(".passage-text").text_content()
+    document = httpx.get(f"{web_url}{citation['url'].split('#')[0]}", timeout=30).json()
+    assert doc_view.locator("#doc-text").text_content() == document["text"]
+    expect(mark).to_be_in_viewport()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web.png"), full_page=True)
+
+    # Escape closes the document view and gives focus back to the citation button.
+    page.keyboard.press("Escape")
+    expect(doc_view).to_be_hidden()
+    expect(passage.locator("button.citation")).to_be_focused()
+
+
+@pytest.mark.e2e
+def test_abstaining_answer_and_keyboard_only(page: Page, web_url: str) -> None:
+    """An unanswerable question says so; the whole flow works from the keyboard."""
+    page.goto(f"{web_url}/")
+    ask_in_page(page, "What is the boiling point of liquid nitrogen in kelvin?")
+    expect(page.locator("#status")).to_contain_text("No grounded answer", timeout=30_000)
+    expect(page.locator("#answer")).to_contain_text("do not answer")
+    # Tab from the question to the first citation button, open it with Enter.
+    first_citation = page.locator("#passage-1 button.citation")
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        if first_citation.evaluate("b => b === document.activeElement"):
+            break
+    expect(first_citation).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#doc-view")).to_be_focused()
+    expect(page.locator("#doc-view mark#cited-span")).to_have_count(1)
+
+
+@pytest.mark.e2e
+def test_api_key_is_asked_for_kept_and_sent(page: Page, keyed_url: str) -> None:
+    """Without a key the page asks for one; with it, asks succeed and it survives a reload."""
+    page.goto(f"{keyed_url}/")
+    ask_in_page(page, TROOPS)
+    expect(page.locator("#status")).to_contain_text("needs an API key", timeout=30_000)
+    key_input = page.get_by_label("API key (optional, kept for this tab only)")
+    expect(key_input).to_be_focused()
+    key_input.fill(WEB_KEY)
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer .answer-text")).to_contain_text("12,000", timeout=30_000)
+    page.reload()
+    expect(page.get_by_label("API key (optional, kept for this tab only)")).to_have_value(WEB_KEY)
+    stored = page.evaluate("() => sessionStorage.getItem('groundqa.apiKey')")
+    assert stored == WEB_KEY
