@@ -87,12 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.encoder, onnx_cache))
             rows += ask_rows
         if "http" in sections:
-            qfile = work / "questions.json"
-            qfile.write_text(json.dumps(questions))
             levels = [int(c) for c in args.concurrency.split(",")]
             rows += suite.timed("http", lambda: suite.bench_http(
-                index, seeds, qfile, reps, args.seconds or (4 if quick else 10), levels,
-                args.encoder, work))
+                index, seeds, questions, reps, args.seconds or (4 if quick else 10), levels,
+                args.encoder, work, repeated=20 if quick else 50))
     if "ann" in sections:
         rows += suite.timed("ann", lambda: suite.bench_ann(
             args.ann_size or (20_000 if quick else 200_000), 200,

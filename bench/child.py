@@ -19,6 +19,13 @@ from typing import Any
 
 
 def _peak_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -219,8 +219,6 @@ def bench_ask(index_dir: Path, questions: Sequence[str], reps: int, encoder: str
             rows[2 * i + 1].ours.append(float(np.percentile(times, 99)))
             rows[2 * i].base.append(float(np.percentile(base, 50)))
             rows[2 * i + 1].base.append(float(np.percentile(base, 99)))
-        if searcher._batcher is not None:
-            searcher._batcher.close()
     note = f"{len(questions)} SciFact claims, top_k=5, {encoder}; baseline: ST encode + flat"
     for r in rows:
         r.note = note
@@ -266,23 +264,29 @@ def server(cmd: Sequence[str], port: int, env: dict[str, str], log_file: Path,
             proc.wait(timeout=10)
 
 
-def load(url: str, questions: Path, concurrency: int, seconds: float,
-         warmup: float) -> dict[str, Any]:
-    return run_json(
-        ["-m", "bench.load", "--url", url, "--questions", str(questions), "--concurrency",
-         str(concurrency), "--seconds", str(seconds), "--warmup", str(warmup), "--fresh",
-         "--max-requests", "200000", "--json"],
-        timeout=seconds + warmup + 120,
-    )
+def load(url: str, questions: Path, concurrency: int, seconds: float, warmup: float, *,
+         fresh: bool = True, max_requests: int = 200_000) -> dict[str, Any]:
+    args = ["-m", "bench.load", "--url", url, "--questions", str(questions), "--concurrency",
+            str(concurrency), "--seconds", str(seconds), "--warmup", str(warmup),
+            "--max-requests", str(max_requests), "--json"]
+    return run_json([*args, "--fresh"] if fresh else args, timeout=seconds + warmup + 120)
 
 
-def bench_http(index_dir: Path, seeds: Path, questions: Path, reps: int, seconds: float,
-               levels: Sequence[int], encoder: str, work: Path) -> list[Row]:
-    rows: dict[int, tuple[Row, Row, Row]] = {
-        c: (Row("http", f"/v1/ask p50, c={c}", "ms"),
-            Row("http", f"/v1/ask p99, c={c}", "ms"),
-            Row("http", f"/v1/ask throughput, c={c}", "req/s"))
-        for c in levels
+def bench_http(index_dir: Path, seeds: Path, questions: Sequence[str], reps: int,
+               seconds: float, levels: Sequence[int], encoder: str, work: Path,
+               repeated: int = 50) -> list[Row]:
+    """Load at each concurrency: the baseline, groundqa with unique questions (cold question
+    cache, passages' sentences cached only when seen before), and groundqa cycling through
+    `repeated` questions asked once beforehand (every cache warm)."""
+    fresh_file, repeat_file = work / "questions.json", work / "questions-repeated.json"
+    fresh_file.write_text(json.dumps(list(questions)))
+    repeat_file.write_text(json.dumps(list(questions[:repeated])))
+    modes = {"fresh": "unique questions", "repeat": f"{repeated} questions asked before"}
+    rows: dict[tuple[str, int], tuple[Row, Row, Row]] = {
+        (mode, c): (Row("http", f"/v1/ask p50, c={c}, {mode}", "ms"),
+                    Row("http", f"/v1/ask p99, c={c}, {mode}", "ms"),
+                    Row("http", f"/v1/ask throughput, c={c}, {mode}", "req/s"))
+        for mode in modes for c in levels
     }
     errors = {"groundqa": 0, "baseline": 0}
     warmup = min(3.0, seconds / 2)
@@ -292,27 +296,33 @@ def bench_http(index_dir: Path, seeds: Path, questions: Path, reps: int, seconds
             if who == "groundqa":
                 cmd = ["-m", "service", "serve", "--index", str(index_dir), "--seeds",
                        str(seeds), "--port", str(port)]
-                env = child_env(GROUNDQA_ENCODER=encoder, GROUNDQA_INDEX_DIR=str(index_dir),
-                                GROUNDQA_LOG_LEVEL="WARNING")
+                env = child_env(GROUNDQA_ENCODER=encoder, GROUNDQA_INDEX_DIR=str(index_dir))
             else:
                 cmd = ["-m", "bench.baseline_app", "--index", str(index_dir), "--port",
                        str(port)]
                 env = child_env()
             log(f"http rep {rep + 1}/{reps}: {who}")
             with server(cmd, port, env, work / f"{who}.log") as url:
-                for c in levels:
-                    result = load(url, questions, c, seconds, warmup)
-                    errors[who] += int(result["errors"])
-                    p50, p99, rps = rows[c]
-                    side = "ours" if who == "groundqa" else "base"
-                    getattr(p50, side).append(result["p50_ms"])
-                    getattr(p99, side).append(result["p99_ms"])
-                    getattr(rps, side).append(result["requests_per_second"])
-    for c in levels:
-        for r in rows[c]:
-            r.note = (f"{seconds:g} s per run, unique questions; errors: groundqa "
+                for mode in modes:
+                    if who == "baseline" and mode == "repeat":
+                        continue  # the baseline caches nothing: one run serves both modes
+                    if who == "groundqa" and mode == "repeat":  # ask each question once
+                        load(url, repeat_file, 2, 600, 0, fresh=False, max_requests=repeated)
+                    for c in levels:
+                        result = load(url, fresh_file if mode == "fresh" else repeat_file, c,
+                                      seconds, warmup, fresh=mode == "fresh")
+                        errors[who] += int(result["errors"])
+                        for i, key in enumerate(("p50_ms", "p99_ms", "requests_per_second")):
+                            if who == "groundqa":
+                                rows[mode, c][i].ours.append(result[key])
+                            else:
+                                for m in modes:
+                                    rows[m, c][i].base.append(result[key])
+    for (mode, _), trio in rows.items():
+        for r in trio:
+            r.note = (f"{modes[mode]}; {seconds:g} s per run; errors: groundqa "
                       f"{errors['groundqa']}, baseline {errors['baseline']}")
-    return [r for c in levels for r in rows[c]]
+    return [r for key in rows for r in rows[key]]
 
 
 # --- ANN -------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """Micro-batching: the texts of concurrent requests are encoded together in one encoder call.
 
-Callers put (texts, future) on a queue; a worker thread takes everything waiting (up to
-`max_texts`), encodes it in one call and hands every caller its own rows. Under load this turns
-many tiny encoder calls into a few larger ones; with one caller it costs one thread hand-off.
+Callers queue (texts, future). Whoever finds a free encoder slot (at most `workers` calls run
+at once) becomes the leader: it takes everything waiting, up to `max_texts`, encodes it in one
+call, resolves every caller's future and wakes the others. With one caller there is no thread
+hand-off at all (it encodes its own texts); under load many tiny encoder calls become a few
+larger ones. No background thread: nothing to start or stop.
 """
 
 from __future__ import annotations
 
-import queue
+import os
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -20,6 +23,14 @@ Vectors = npt.NDArray[np.float32]
 Encode = Callable[[Sequence[str]], Vectors]
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     texts: Sequence[str]
@@ -29,71 +40,57 @@ class _Request:
 class MicroBatcher:
     """Encodes the texts of concurrent callers in shared calls to `encode`."""
 
-    def __init__(
-        self, encode: Encode, *, max_texts: int = 256, workers: int = 1, name: str = "encode"
-    ) -> None:
+    def __init__(self, encode: Encode, *, max_texts: int = 256, workers: int = 2) -> None:
         self._encode = encode
         self.max_texts = max(1, max_texts)
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._closed = False
+        self.workers = max(1, workers)
+        self._pending: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._busy = 0
         self.calls = 0  # encoder calls made, for tests and metrics
-        self._threads = [
-            threading.Thread(target=self._work, name=f"groundqa-{name}-{i}", daemon=True)
-            for i in range(max(1, workers))
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, texts: Sequence[str]) -> Future[Vectors]:
-        """A future of the texts' vectors."""
-        future: Future[Vectors] = Future()
-        if self._closed:
-            raise RuntimeError("the batcher is closed")
-        self._queue.put(_Request(texts, future))
-        return future
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """The texts' vectors, encoded together with whatever else is waiting."""
-        return self.submit(texts).result()
-
-    def close(self) -> None:
-        """Finish what is queued, then stop the workers."""
-        self._closed = True
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    def _work(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            count = len(first.texts)
-            stop = False
-            while count < self.max_texts:
+        request = _Request(texts, Future())
+        with self._cond:
+            self._pending.append(request)
+            while not request.future.done():
+                if self._busy >= self.workers or not self._pending:
+                    # All slots taken, or ours is in another leader's batch: wait for news.
+                    self._cond.wait()
+                    continue
+                batch = self._take()
+                self._busy += 1
+                self._cond.release()
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-                count += len(item.texts)
-            self._run(batch)
-            if stop:
-                return
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy -= 1
+                    self._cond.notify_all()
+        return request.future.result()
+
+    def _take(self) -> list[_Request]:
+        """The oldest waiting requests, up to max_texts texts (at least one request)."""
+        batch = [self._pending.popleft()]
+        count = len(batch[0].texts)
+        while self._pending and count + len(self._pending[0].texts) <= self.max_texts:
+            request = self._pending.popleft()
+            batch.append(request)
+            count += len(request.texts)
+        return batch
 
     def _run(self, batch: list[_Request]) -> None:
         texts = [t for request in batch for t in request.texts]
         try:
             vectors = self._encode(texts)
             self.calls += 1
-        except BaseException as exc:  # every waiting caller gets the error, the worker lives
+        except BaseException as exc:  # every caller of the batch gets the error
             for request in batch:
                 request.future.set_exception(exc)
+            return
+        if len(batch) == 1:
+            batch[0].future.set_result(vectors)
             return
         start = 0
         for request in batch:

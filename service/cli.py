@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ EXIT_BUSY = 3
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by command-line options."""
     overrides: dict[str, Any] = {}
-    for name in ("seeds_dir", "index_dir", "host", "port", "mode"):
+    for name in ("seeds_dir", "index_dir", "host", "port", "mode", "ray_address"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -30,13 +31,21 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _builder(settings: Settings) -> Any:
+def _builder(settings: Settings, engine: str = "local") -> Any:
     from service.embedding import load_embedder
     from service.indexing import Builder
 
+    if engine == "ray":
+        from service.ray_engine import require_ray
+
+        require_ray()  # before the model loads: fail at once when Ray is missing
     embedder = load_embedder(
         settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size
     )
+    if engine == "ray":
+        from service.ray_engine import RayEngine
+
+        return Builder(settings, embedder, RayEngine(settings, embedder))
     return Builder(settings, embedder)
 
 
@@ -45,10 +54,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     from service.indexing import report_json, summary_text
 
     settings = _settings(args)
-    builder = _builder(settings)
-    report = builder.build(
-        full=args.full, dry_run=args.dry_run, show_progress=not args.json and sys.stderr.isatty(),
-    )
+    builder = _builder(settings, args.engine)
+    try:
+        report = builder.build(
+            full=args.full, dry_run=args.dry_run,
+            show_progress=not args.json and sys.stderr.isatty(),
+        )
+    finally:
+        builder.engine.close()
     print(report_json(report) if args.json else summary_text(report))
     return 0
 
@@ -100,7 +113,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     builder = _builder(settings)
     has_index = read_pointer(settings.index_dir) is not None
-    if not settings.seeds_dir.is_dir() and has_index:
+    if settings.index_dir.is_dir() and not os.access(settings.index_dir, os.W_OK):
+        # A replica on a shared index volume mounted read-only: builders publish, it follows.
+        print(f"Index folder {settings.index_dir} is read-only: serving the builds published "
+              "there (503 until the first one).", file=sys.stderr)
+    elif not settings.seeds_dir.is_dir() and has_index:
         print(f"warning: seeds folder {settings.seeds_dir} missing; serving the existing index",
               file=sys.stderr)
     else:
@@ -150,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="re-embed everything, ignoring the cache")
     p.add_argument("--dry-run", action="store_true", help="print the plan without writing")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "--engine", choices=["local", "ray"], default="local",
+        help="where files are chunked and embedded: this process, or a Ray cluster "
+        "(needs groundqa[ray])",
+    )
+    p.add_argument(
+        "--ray-address", dest="ray_address", metavar="ADDRESS",
+        help="Ray cluster to join (default: GROUNDQA_RAY_ADDRESS, else a local cluster)",
+    )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("ask", help="answer a question from the index")

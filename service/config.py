@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(1, ge=0, le=8, description="Sentences shared by adjacent chunks.")
     max_file_bytes: int = Field(20_000_000, ge=1, description="Larger seed files are skipped.")
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster `groundqa index --engine ray` joins (host:port, ray://host:port "
+        "or auto); unset = start a local cluster of ray_cpus CPUs.",
+    )
+    ray_cpus: int = Field(2, ge=1, description="CPUs of the local Ray cluster (no address).")
+    ray_actors: int = Field(
+        2, ge=1, description="Embedding actors of `--engine ray`; each loads the model once."
+    )
 
     top_k: int = Field(5, ge=1, le=50, description="Passages returned when not asked.")
     mode: Mode = Field("hybrid", description="Default retrieval mode.")
@@ -89,7 +98,7 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413.")
     request_timeout: float = Field(
-        30.0, gt=0, description="Seconds a client may take to send each part of a request body."
+        30.0, gt=0, description="Seconds a client may take to send a whole request body (408 after)."
     )
     log_level: str = Field("INFO", description="Log level of groundqa's JSON logs.")
     log_questions: bool = Field(False, description="Include query strings in request logs.")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from service.batching import available_cores
 from service.chunking import Tokenizer
 from service.embedding import HFTokenizer, Vectors, _check_model_folder, model_fingerprint
 from service.errors import ModelLoadError
@@ -34,14 +35,6 @@ INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "sentence_embedding"
 INT8_SUFFIX = "+onnx-int8"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def export_folder(cache_dir: Path, model_id: str) -> Path:

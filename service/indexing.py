@@ -10,18 +10,18 @@ import json
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from service.chunking import Chunker, ChunkerSettings, embedding_text
 from service.config import Settings
-from service.embedding import Embedder, model_fingerprint
+from service.embedding import Embedder, Vectors, model_fingerprint
 from service.errors import BuildInProgressError, GroundQAError
 from service.ingest import ParseError, SeedFile, parse_seed, scan_seeds
 from service.keyword import KEYWORD_VERSION, KeywordIndex
@@ -220,21 +220,87 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class Builder:
-    """Runs builds of one index folder with one embedder."""
+def chunker_for(settings: Settings, embedder: Embedder) -> Chunker:
+    """The chunker a build uses for an embedder (every engine chunks with this one)."""
+    return Chunker(
+        embedder.tokenizer,
+        ChunkerSettings(
+            max_tokens=embedder.max_seq_length,
+            special_tokens=embedder.special_tokens,
+            budget=settings.chunk_tokens,
+            overlap=settings.chunk_overlap,
+        ),
+    )
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+
+class Engine(Protocol):
+    """Where a build parses, chunks and embeds: in this process (LocalEngine) or on a Ray
+    cluster (service.ray_engine.RayEngine). Planning, cache lookups, writing, validation,
+    publishing and pruning stay the Builder's, identical for every engine."""
+
+    slice_size: int  # texts embedded between two commits to the embedding cache
+
+    def chunk(
+        self, seeds: Sequence[SeedFile], reusable: dict[str, list[Chunk]]
+    ) -> tuple[list[Document], dict[str, list[Chunk]], list[Skipped]]:
+        """Parse every seed and chunk those without reusable chunks: documents in seed order,
+        chunks by source, and the seeds that could not be parsed (in seed order)."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One unit vector per text, in order."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine started (a cluster connection, workers)."""
+        ...
+
+
+class LocalEngine:
+    """Parses, chunks and embeds in this process."""
+
+    slice_size = EMBED_SLICE
+
+    def __init__(self, chunker: Chunker, embedder: Embedder) -> None:
+        self.chunker = chunker
+        self.embedder = embedder
+
+    def chunk(
+        self, seeds: Sequence[SeedFile], reusable: dict[str, list[Chunk]]
+    ) -> tuple[list[Document], dict[str, list[Chunk]], list[Skipped]]:
+        """Parse every seed and chunk those without reusable chunks."""
+        documents: list[Document] = []
+        chunks_by_source: dict[str, list[Chunk]] = {}
+        skipped: list[Skipped] = []
+        for seed in seeds:
+            try:
+                doc = parse_seed(seed)
+            except (ParseError, OSError) as exc:
+                skipped.append(Skipped(seed.source, str(exc)))
+                continue
+            documents.append(doc)
+            chunks_by_source[doc.source] = reusable.get(doc.source) or self.chunker.chunk(doc)
+        return documents, chunks_by_source, skipped
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """The embedder's vectors of texts."""
+        return self.embedder.embed(list(texts))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class Builder:
+    """Runs builds of one index folder with one embedder, parsing, chunking and embedding
+    with an engine (this process unless told otherwise)."""
+
+    def __init__(
+        self, settings: Settings, embedder: Embedder, engine: Engine | None = None
+    ) -> None:
         self.settings = settings
         self.embedder = embedder
-        self.chunker = Chunker(
-            embedder.tokenizer,
-            ChunkerSettings(
-                max_tokens=embedder.max_seq_length,
-                special_tokens=embedder.special_tokens,
-                budget=settings.chunk_tokens,
-                overlap=settings.chunk_overlap,
-            ),
-        )
+        self.chunker = chunker_for(settings, embedder)
+        self.engine: Engine = engine or LocalEngine(self.chunker, embedder)
 
     def build(
         self,
@@ -248,26 +314,28 @@ class Builder:
         """Build seeds/ into a new published build (or only plan it when dry_run)."""
         started = time.perf_counter()
         index_dir = self.settings.index_dir
-        files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
-        plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
-        previous_id = read_pointer(index_dir)
         if dry_run:
+            files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
+            plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
+            previous_id = read_pointer(index_dir)
             return self._report(None, False, True, plan, files, [], 0, 0, started, previous_id)
-        if not plan.changed and previous_id is not None:
-            # Nothing to do: the published build already is this exact function of seeds/.
-            report = self._report(
-                previous_id, False, False, plan, files, [], 0, 0, started, previous_id
-            )
-            manifest = published_manifest(index_dir) or {}
-            report.chunks = int(manifest.get("counts", {}).get("chunks", 0))
-            report.chunks_reused = report.chunks
-            report.skipped = manifest.get("skipped", report.skipped)
-            # Still clear what a crashed build left, unless a build is running right now.
-            with contextlib.suppress(BuildInProgressError), build_lock(index_dir):
-                _clean_debris(index_dir)
-            return report
         with build_lock(index_dir, wait=wait):
+            # Plan under the lock: a build that waited must diff against what the build it
+            # waited for published.
             _clean_debris(index_dir)
+            files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
+            plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
+            previous_id = read_pointer(index_dir)
+            if not plan.changed and previous_id is not None:
+                # Nothing to do: the published build already is this exact function of seeds/.
+                report = self._report(
+                    previous_id, False, False, plan, files, [], 0, 0, started, previous_id
+                )
+                manifest = published_manifest(index_dir) or {}
+                report.chunks = int(manifest.get("counts", {}).get("chunks", 0))
+                report.chunks_reused = report.chunks
+                report.skipped = manifest.get("skipped", report.skipped)
+                return report
             return self._build_locked(
                 plan, files, full, show_progress, progress, started, previous_id
             )
@@ -287,19 +355,10 @@ class Builder:
         progress("chunking", 0.0)
         t0 = time.perf_counter()
         reusable = self._reusable_chunks(plan, previous_id)
-        documents: list[Document] = []
-        chunks_by_source: dict[str, list[Chunk]] = {}
-        skipped = list(plan.skipped)
-        rejected: dict[str, str] = {}
-        for seed in files:
-            try:
-                doc = parse_seed(seed)
-            except (ParseError, OSError) as exc:
-                skipped.append(Skipped(seed.source, str(exc)))
-                rejected[seed.source] = seed.sha256
-                continue
-            documents.append(doc)
-            chunks_by_source[doc.source] = reusable.get(doc.source) or self.chunker.chunk(doc)
+        documents, chunks_by_source, unparsed = self.engine.chunk(files, reusable)
+        sha_by_source = {f.source: f.sha256 for f in files}
+        skipped = list(plan.skipped) + unparsed
+        rejected = {s.source: sha_by_source[s.source] for s in unparsed}
         timings["chunk"] = time.perf_counter() - t0
 
         build_id = new_build_id()
@@ -404,9 +463,10 @@ class Builder:
         order = list(missing)
         with tqdm(total=len(order), desc="Embedding", unit="chunk", disable=not show_progress,
                   smoothing=0.1) as bar:
-            for start in range(0, len(order), EMBED_SLICE):
-                part = order[start : start + EMBED_SLICE]
-                fresh = self.embedder.embed([missing[k] for k in part])
+            step = self.engine.slice_size
+            for start in range(0, len(order), step):
+                part = order[start : start + step]
+                fresh = self.engine.embed([missing[k] for k in part])
                 new = dict(zip(part, fresh, strict=True))
                 cache.put(model, new)
                 found.update(new)

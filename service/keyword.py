@@ -82,8 +82,9 @@ class KeywordIndex:
         if self._idf is None:
             # The score matrix is column-compressed by term: a term's document frequency is
             # the length of its column.
-            df = np.diff(np.asarray(self._retriever.scores["indptr"], dtype=np.int64))
+            indptr = np.asarray(self._retriever.scores["indptr"], dtype=np.float64)
+            df = indptr[1:] - indptr[:-1]
             n = float(self.size)
-            self._idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+            self._idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
         vocab = self._retriever.vocab_dict
         return {t: float(self._idf[vocab[t]]) for t in terms if t in vocab}

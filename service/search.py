@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, available_cores
 from service.config import Mode, Settings
 from service.embedding import Embedder
 from service.errors import IndexIncompatibleError, IndexNotBuiltError
@@ -191,7 +191,10 @@ class Searcher:
         self._sentences_size = settings.sentence_cache_size
         self._batcher: MicroBatcher | None = None
         if settings.micro_batch > 0:
-            self._batcher = MicroBatcher(embedder.embed, max_texts=settings.micro_batch)
+            self._batcher = MicroBatcher(
+                embedder.embed, max_texts=settings.micro_batch,
+                workers=settings.encoder_workers or available_cores(),
+            )
 
     def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Vectors of texts, encoded together with those of concurrent requests."""
@@ -314,7 +317,7 @@ class Searcher:
         k = min(depth, index.vectors.ntotal)
         params = None
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
         scores, ids = index.vectors.search(query.reshape(1, -1), k, params=params)
         found = ids[0] >= 0
         return ids[0][found].astype(np.int64), scores[0][found].astype(np.float32)

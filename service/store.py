@@ -271,8 +271,13 @@ class ChunkStore:
 
 
 def load_vectors(folder: Path, *, mmap: bool = True) -> faiss.Index:
-    """The build's vector index, memory-mapped read-only where the index type allows."""
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    """The build's vector index, memory-mapped read-only where the index type allows.
+
+    IO_FLAG_MMAP alone maps only IVF lists: flat and HNSW vectors would be read into private
+    memory. IO_FLAG_MMAP_IFC (recent faiss; older ones lack it and copy) maps their vectors too,
+    so every process serving a build shares one copy in the page cache."""
+    ifc = getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
+    flags = faiss.IO_FLAG_MMAP | ifc | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
         return faiss.read_index(str(folder / VECTORS), flags)
     except RuntimeError:

@@ -79,7 +79,7 @@ def seeds(tmp_path: Path) -> Path:
 def settings(tmp_path: Path, seeds: Path) -> Settings:
     """Settings over temp seeds and index folders, ignoring the caller's environment."""
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         seeds_dir=seeds,
         index_dir=tmp_path / "index",
         abstain_threshold=0.2,

@@ -154,7 +154,7 @@ class SlowEncoder:
 
 def test_batcher_returns_each_caller_its_own_vectors() -> None:
     encode = SlowEncoder()
-    batcher = MicroBatcher(encode, max_texts=64)
+    batcher = MicroBatcher(encode, max_texts=64, workers=2)
     results: dict[int, Vectors] = {}
     texts = {i: [f"question {i}", "x" * i] for i in range(40)}
 
@@ -166,7 +166,6 @@ def test_batcher_returns_each_caller_its_own_vectors() -> None:
         t.start()
     for t in threads:
         t.join(timeout=30)
-    batcher.close()
     assert sorted(results) == list(range(40))
     for i, vectors in results.items():
         np.testing.assert_array_equal(vectors, encode(texts[i]))
@@ -184,7 +183,6 @@ def test_batcher_hands_errors_to_callers_and_keeps_working() -> None:
     with pytest.raises(ValueError, match="boom"):
         batcher.embed(["boom"])
     assert batcher.embed(["fine"]).shape == (1, 2)
-    batcher.close()
 
 
 def test_sentence_vectors_are_cached(settings: Settings, fake_embedder: FakeEmbedder) -> None:

@@ -3,6 +3,7 @@ not, no 5xx, and every response (status, headers, body) conforms to the schema."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,8 @@ from service.indexing import Builder
 from tests.conftest import FakeEmbedder, WriteSeed
 
 ADMIN = "admin-token-5f0d"
-EXAMPLES = 25
+# Examples per operation and mode; raise it for a deeper run: GROUNDQA_FUZZ_EXAMPLES=500.
+EXAMPLES = int(os.environ.get("GROUNDQA_FUZZ_EXAMPLES", "25"))
 
 # No 5xx; status, content type, headers and body as documented; invalid input refused (4xx).
 # Not positive_data_acceptance: some rules (a non-blank question, a user message in a chat)
@@ -52,6 +54,9 @@ WITH_INPUT = {
     for method, spec in item.items()
     if "requestBody" in spec or any(p["in"] == "query" for p in spec.get("parameters", []))
 }
+# A query string carries only text: `sources=0.5` is a valid one-element list of strings, so
+# schemathesis' "invalid" values for query parameters are not invalid to the server.
+QUERY_CHECKS = [check for check in CHECKS if check is not negative_data_rejection]
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if (m, p) in WITH_INPUT
 ]
@@ -82,6 +87,7 @@ def test_operation_conforms_to_the_schema(
     api: BaseSchema, method: str, path: str, mode: GenerationMode
 ) -> None:
     operation = api[path][method]
+    checks = QUERY_CHECKS if method == "GET" else CHECKS
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @hypothesis_settings(
@@ -91,6 +97,6 @@ def test_operation_conforms_to_the_schema(
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     def check(case: Case[Any]) -> None:
-        case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN}"}, checks=CHECKS)
+        case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN}"}, checks=checks)
 
     check()

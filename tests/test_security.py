@@ -421,7 +421,7 @@ def test_serve_sets_keep_alive_and_graceful_shutdown(
     """`groundqa serve` bounds idle keep-alive connections and the shutdown grace period."""
     seen: dict[str, Any] = {}
     handlers: dict[int, Any] = {}
-    monkeypatch.setattr(cli, "_builder", lambda s: Builder(s, fake_embedder))
+    monkeypatch.setattr(cli, "_builder", lambda s, *_: Builder(s, fake_embedder))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
     monkeypatch.setattr("service.api.observability.configure_logging", lambda level: None)
     monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.update({sig: handler}))

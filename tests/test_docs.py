@@ -1,0 +1,33 @@
+"""The README documents every setting and the commands users are told to run exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from service.cli import build_parser
+from service.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    documented = set(re.findall(r"^\| `(GROUNDQA_[A-Z_]+)` \|", README, flags=re.MULTILINE))
+    expected = {f"GROUNDQA_{name.upper()}" for name in Settings.model_fields}
+    assert documented == expected
+
+
+def test_readme_cli_commands_exist() -> None:
+    commands = set(re.findall(r"^groundqa (\w+)", README, flags=re.MULTILINE))
+    parser = build_parser()
+    available = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert commands and commands <= available
+
+
+def test_makefile_has_the_two_commands_the_readme_names() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "make run" in README and "make test" in README
+    assert re.search(r"^run:", makefile, flags=re.MULTILINE)
+    assert re.search(r"^test:", makefile, flags=re.MULTILINE)
+    assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")

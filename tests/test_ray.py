@@ -1,0 +1,294 @@
+"""The Ray engine builds exactly what the local engine builds (chunk ids, manifest, vectors,
+top-10 results), incrementally, and fails with an install hint when Ray is missing.
+
+The Ray tests start one local cluster (2 CPUs) for the module; they are marked `ray` and skipped
+when Ray is not installed (`pip install 'groundqa[ray]'`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service import cli
+from service.chunking import embedding_text
+from service.config import Settings
+from service.embedding import Embedder, Vectors, load_embedder
+from service.evaluation import write_corpus
+from service.indexing import CACHE_FILE, Builder, text_key
+from service.metrics import BeirDataset
+from service.ray_engine import INSTALL_HINT, RayEngine, RayUnavailableError
+from service.search import IndexHolder, Searcher
+from service.store import CHUNKS_DB, ChunkStore, EmbeddingCache, build_path, read_pointer
+from tests.conftest import FakeEmbedder, WriteSeed
+
+ROOT = Path(__file__).resolve().parent.parent
+# Read from the shared evaluation data beside the repository, never copied into it.
+SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"
+ABSTRACTS = 250
+QUESTIONS = 20
+# Build-specific manifest fields; everything else must be equal between engines.
+PER_BUILD = {"build_id", "created_at"}
+
+ray_test = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A local 2-CPU Ray cluster shared by the module's Ray tests (engines join it)."""
+    ray = pytest.importorskip("ray", reason=f"Ray is not installed: {INSTALL_HINT}")
+    # Workers import tests.conftest (the fake embedder) whatever folder pytest started in.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}},
+    )
+    yield
+    ray.shutdown()
+
+
+class Spy:
+    """Records every text an engine is asked to embed."""
+
+    def __init__(self, engine: RayEngine) -> None:
+        self.texts: list[str] = []
+        self._embed = engine.embed
+        engine.embed = self  # type: ignore[method-assign]
+
+    def __call__(self, texts: Sequence[str]) -> Vectors:
+        self.texts.extend(texts)
+        return self._embed(texts)
+
+
+def fake_factory(fake: FakeEmbedder) -> functools.partial[FakeEmbedder]:
+    """How Ray actors load the fake embedder (pickled, class by reference)."""
+    return functools.partial(FakeEmbedder, fake.tokenizer, fake.dim, fake.max_seq_length)
+
+
+def chunk_rows(settings: Settings) -> list[Any]:
+    """Every chunk of the published build, in row (= vector id) order."""
+    folder = build_path(settings.index_dir, str(read_pointer(settings.index_dir)))
+    store = ChunkStore(folder / CHUNKS_DB)
+    return list(store.chunks(range(store.chunk_count)).values())
+
+
+def shared_manifest(settings: Settings) -> dict[str, Any]:
+    """The published manifest without its build-specific fields."""
+    folder = build_path(settings.index_dir, str(read_pointer(settings.index_dir)))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {k: v for k, v in manifest.items() if k not in PER_BUILD}
+
+
+def all_vectors(settings: Settings, embedder: Embedder) -> Any:
+    holder = IndexHolder(settings.index_dir, embedder)
+    holder.refresh()
+    index = holder.current.vectors
+    return index.reconstruct_n(0, index.ntotal)
+
+
+# --------------------------------------------------------------------- without Ray installed
+
+
+def test_engine_ray_without_ray_is_one_line_with_the_install_command(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    write_seed: WriteSeed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("GROUNDQA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+
+    def no_model(*args: Any, **kwargs: Any) -> Embedder:
+        raise AssertionError("the model must not load when the engine cannot run")
+
+    monkeypatch.setattr("service.embedding.load_embedder", no_model)
+    write_seed("notes.txt", "Notes\n\nThe cafe serves espresso.\n")
+    argv = ["index", "--seeds", str(settings.seeds_dir), "--index", str(settings.index_dir)]
+    code = cli.main([*argv, "--engine", "ray", "--json"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (
+        "error: --engine ray needs Ray, which is not installed: run "
+        "`pip install 'groundqa[ray]'` (or use --engine local)\n"
+    )
+    assert not settings.index_dir.exists()
+
+
+def test_ray_engine_without_ray_raises_the_domain_error(
+    settings: Settings, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(RayUnavailableError) as info:
+        RayEngine(settings, fake_embedder)
+    assert INSTALL_HINT in str(info.value)
+
+
+# ------------------------------------------------------------------------------- with Ray
+
+
+def notes(version: int) -> str:
+    return (
+        f"Notes {version}\n\nThe library opens at nine in the morning. It closes at six.\n\n"
+        f"The cafe on floor {version} serves espresso and green tea.\n"
+    )
+
+
+@ray_test
+def test_ray_build_is_incremental_and_equals_the_local_build(
+    ray_cluster: None,
+    settings: Settings,
+    tmp_path: Path,
+    fake_embedder: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    small = settings.model_copy(update={"chunk_tokens": 32})
+    for i in range(6):
+        write_seed(f"doc{i}.md", f"# Document {i}\n\n" + " ".join(notes(i).split("\n")[2:]) * 3)
+    write_seed("notes.txt", notes(0))
+    write_seed("empty.txt", " \n")  # parsed on a worker: skipped and rejected as locally
+    engine = RayEngine(small, fake_embedder, factory=fake_factory(fake_embedder))
+    spy = Spy(engine)
+    ray_builder = Builder(small, fake_embedder, engine)
+
+    first = ray_builder.build()
+    chunks = chunk_rows(small)
+    assert first.published and first.chunks == len(chunks) > 7
+    assert sorted(spy.texts) == sorted({embedding_text(c) for c in chunks})
+    assert first.skipped == [{"source": "empty.txt", "reason": "empty file"}]
+
+    spy.texts.clear()
+    write_seed("notes.txt", notes(0).replace("green tea", "black tea"))
+    second = ray_builder.build()
+    after = chunk_rows(small)
+    new = {embedding_text(c) for c in after} - {embedding_text(c) for c in chunks}
+    assert (second.modified, second.full_rebuild_reason) == (["notes.txt"], None)
+    assert len(new) == 1 and spy.texts == sorted(new)  # only the edited chunk's text
+    assert (second.chunks_embedded, second.chunks_reused) == (1, len(after) - 1)
+
+    # The same seeds built by the local engine into another folder: the very same build.
+    local = small.model_copy(update={"index_dir": tmp_path / "local-index"})
+    report = Builder(local, FakeEmbedder(fake_embedder.tokenizer)).build()
+    assert (report.chunks, report.skipped) == (second.chunks, second.skipped)
+    assert chunk_rows(local) == after
+    manifest = shared_manifest(local)
+    ray_manifest = shared_manifest(small)
+    assert ray_manifest["previous_build_id"] == first.build_id
+    manifest.pop("previous_build_id"), ray_manifest.pop("previous_build_id")
+    manifest.pop("rebuild_reason"), ray_manifest.pop("rebuild_reason")
+    assert ray_manifest == manifest
+    assert np.array_equal(all_vectors(small, fake_embedder), all_vectors(local, fake_embedder))
+
+
+@ray_test
+def test_cli_engine_ray(
+    ray_cluster: None,
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_embedder: FakeEmbedder,
+    write_seed: WriteSeed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("GROUNDQA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr("service.embedding.load_embedder", lambda *a, **k: fake_embedder)
+    monkeypatch.setattr(
+        "service.ray_engine.settings_factory", lambda s: fake_factory(fake_embedder)
+    )
+    write_seed("guide.md", "# Guide\n\nThe library opens at nine in the morning.\n")
+    write_seed("sub/notes.txt", "Notes\n\nThe cafe serves espresso and green tea.\n")
+    argv = ["index", "--seeds", str(settings.seeds_dir), "--index", str(settings.index_dir)]
+    code = cli.main([*argv, "--engine", "ray", "--json"])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report["build_id"] == read_pointer(settings.index_dir)
+    assert (report["files_indexed"], report["chunks"], report["chunks_embedded"]) == (2, 2, 2)
+    assert (report["published"], report["full_rebuild_reason"]) == (True, "no published build")
+
+
+# ------------------------------------------------------- the real model on SciFact abstracts
+
+
+def scifact_seeds(seeds: Path, count: int) -> None:
+    """The first `count` SciFact abstracts as seed files (title line, blank line, text)."""
+    corpus: dict[str, tuple[str, str]] = {}
+    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            corpus[str(row["_id"])] = (str(row.get("title") or ""), str(row.get("text") or ""))
+            if len(corpus) == count:
+                break
+    write_corpus(BeirDataset(corpus=corpus, queries={}, qrels={}, answers={}), seeds)
+
+
+def scifact_questions(count: int) -> list[str]:
+    with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as lines:
+        return [str(json.loads(line)["text"]) for _, line in zip(range(count), lines, strict=False)]
+
+
+@ray_test
+@pytest.mark.skipif(
+    not (SCIFACT / "corpus.jsonl").is_file(),
+    reason=f"SciFact not found at {SCIFACT} (the shared evaluation data beside the repository)",
+)
+def test_ray_engine_matches_local_engine_on_scifact(
+    ray_cluster: None, tmp_path: Path, seeds: Path
+) -> None:
+    """Real model, ONNX encoder (its export shared with the e2e tests in index/cache)."""
+    scifact_seeds(seeds, ABSTRACTS)
+    base = Settings(_env_file=None, seeds_dir=seeds, encoder="onnx")
+    cache = ROOT / "index" / "cache"
+    embedder = load_embedder(base.model_path, encoder="onnx", cache_dir=cache, workers=0)
+    local = base.model_copy(update={"index_dir": tmp_path / "local"})
+    distributed = base.model_copy(update={"index_dir": tmp_path / "ray"})
+    factory = functools.partial(
+        load_embedder, base.model_path, encoder="onnx", cache_dir=cache, threads=1, workers=1
+    )
+
+    local_report = Builder(local, embedder).build()
+    engine = RayEngine(distributed, embedder, factory=factory)
+    spy = Spy(engine)
+    ray_report = Builder(distributed, embedder, engine).build()
+
+    assert ray_report.files_indexed == local_report.files_indexed == ABSTRACTS
+    assert ray_report.chunks == local_report.chunks == ray_report.chunks_embedded
+    assert len(spy.texts) == ray_report.chunks_embedded  # every text went through the actors
+    rows = chunk_rows(distributed)
+    assert [c.chunk_id for c in rows] == [c.chunk_id for c in chunk_rows(local)]
+    assert rows == chunk_rows(local)  # citations: offsets, lines, titles, context
+    assert shared_manifest(distributed) == shared_manifest(local)
+
+    vectors = all_vectors(distributed, embedder)
+    assert float(np.abs(vectors - all_vectors(local, embedder)).max()) < 1e-4
+    # The driver's embedding cache holds every chunk's vector, as after a local build.
+    texts = [embedding_text(c) for c in rows]
+    cached = EmbeddingCache(distributed.index_dir / CACHE_FILE).get(
+        embedder.model_id, [text_key(t) for t in texts], embedder.dim
+    )
+    assert len(cached) == len(set(texts))
+
+    searchers = []
+    for s in (local, distributed):
+        holder = IndexHolder(s.index_dir, embedder)
+        holder.refresh()
+        searchers.append(Searcher(s, embedder, holder))
+    for question in scifact_questions(QUESTIONS):
+        for mode in ("hybrid", "dense"):
+            top = [
+                [h.chunk.chunk_id for h in s.search(question, top_k=10, mode=mode).hits]
+                for s in searchers
+            ]
+            assert top[0] == top[1], (question, mode)
