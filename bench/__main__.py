@@ -20,36 +20,57 @@ SECTIONS = ("build", "ask", "http", "ann", "ndcg")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="small corpora, short runs, no nDCG (a few minutes)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small corpora, short runs, no nDCG (a few minutes)"
+    )
     parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
     parser.add_argument("--reps", type=int, help="repetitions per figure (default 3, quick 2)")
-    parser.add_argument("--encoder", default="onnx", choices=["torch", "onnx", "onnx-int8"],
-                        help="backend served in the ask and http sections")
-    parser.add_argument("--build-encoders", default="torch,onnx",
-                        help="backends whose builds are measured")
+    parser.add_argument(
+        "--encoder",
+        default="onnx-int8",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="backend served in the ask and http sections",
+    )
+    parser.add_argument(
+        "--build-encoders", default="torch,onnx-int8", help="backends whose builds are measured"
+    )
     parser.add_argument("--build-docs", type=int, help="SciFact abstracts built (default 300)")
-    parser.add_argument("--serve-docs", type=int,
-                        help="SciFact abstracts in the served index (default: all 5183)")
-    parser.add_argument("--index", type=Path,
-                        help="serve this existing index (with --seeds) instead of building one")
+    parser.add_argument(
+        "--serve-docs", type=int, help="SciFact abstracts in the served index (default: all 5183)"
+    )
+    parser.add_argument(
+        "--index",
+        type=Path,
+        help="serve this existing index (with --seeds) instead of building one",
+    )
     parser.add_argument("--seeds", type=Path, help="seeds folder of --index")
     parser.add_argument("--questions", type=int, help="questions per ask pass (default 200)")
     parser.add_argument("--seconds", type=float, help="seconds per HTTP load run (default 10)")
     parser.add_argument("--concurrency", default="1,8,32", help="HTTP concurrency levels")
-    parser.add_argument("--ann-size", type=int, help="random vectors for ANN (default 200000)")
-    parser.add_argument("--ann-ef", default="64,128,256,512", help="efSearch values to try")
+    parser.add_argument("--ann-size", type=int, help="vectors for ANN (default 100000)")
+    parser.add_argument("--ann-ef", default="32,64,128,256", help="efSearch values to try")
+    parser.add_argument(
+        "--ann-data",
+        default="clustered",
+        choices=["clustered", "random"],
+        help="synthetic vectors: clustered like embeddings, or iid random",
+    )
     parser.add_argument("--ndcg-encoders", default="onnx,onnx-int8")
-    parser.add_argument("--work", type=Path, help="cache folder kept between runs "
-                        "(default ~/.cache/groundqa/bench)")
+    parser.add_argument(
+        "--work", type=Path, help="cache folder kept between runs (default ~/.cache/groundqa/bench)"
+    )
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
 
     quick = args.quick
-    sections = args.only.split(",") if args.only else [
-        s for s in SECTIONS if not (quick and s == "ndcg")]
+    sections = (
+        args.only.split(",") if args.only else [s for s in SECTIONS if not (quick and s == "ndcg")]
+    )
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -61,9 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages: dict[str, float] = {}
 
     if "build" in sections:
-        rows += suite.timed("build", lambda: suite.bench_build(
-            work, args.build_docs or (100 if quick else 300), reps,
-            args.build_encoders.split(","), onnx_cache))
+        rows += suite.timed(
+            "build",
+            lambda: suite.bench_build(
+                work,
+                args.build_docs or (100 if quick else 300),
+                reps,
+                args.build_encoders.split(","),
+                onnx_cache,
+            ),
+        )
     if {"ask", "http"} & set(sections):
         if args.index:
             index, seeds = args.index, args.seeds or args.index.parent / "seeds"
@@ -72,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seeds = suite.scifact_seeds(work, docs)
             index = seeds.parent / "index"
             suite.log(f"serving index: {docs} SciFact abstracts (built once, then reused)")
-            suite.timed("serve index", lambda: suite.build_index(
-                seeds, index, args.encoder, onnx_cache))
+            suite.timed(
+                "serve index", lambda: suite.build_index(seeds, index, args.encoder, onnx_cache)
+            )
         # The server exports its ONNX model next to its index: share the one already made.
         (index / "cache").mkdir(parents=True, exist_ok=True)
         link = index / "cache" / "onnx"
@@ -82,27 +111,58 @@ def main(argv: Sequence[str] | None = None) -> int:
             link.symlink_to((onnx_cache / "onnx").resolve())
         questions = suite.scifact_questions()
         if "ask" in sections:
-            ask_rows, stages = suite.timed("ask", lambda: suite.bench_ask(
-                index, questions[: args.questions or (100 if quick else 200)], reps,
-                args.encoder, onnx_cache))
+            ask_rows, stages = suite.timed(
+                "ask",
+                lambda: suite.bench_ask(
+                    index,
+                    questions[: args.questions or (100 if quick else 200)],
+                    reps,
+                    args.encoder,
+                    onnx_cache,
+                ),
+            )
             rows += ask_rows
         if "http" in sections:
             levels = [int(c) for c in args.concurrency.split(",")]
-            rows += suite.timed("http", lambda: suite.bench_http(
-                index, seeds, questions, reps, args.seconds or (4 if quick else 10), levels,
-                args.encoder, work, repeated=20 if quick else 50))
+            rows += suite.timed(
+                "http",
+                lambda: suite.bench_http(
+                    index,
+                    seeds,
+                    questions,
+                    reps,
+                    args.seconds or (4 if quick else 10),
+                    levels,
+                    args.encoder,
+                    work,
+                    repeated=20 if quick else 50,
+                ),
+            )
     if "ann" in sections:
-        rows += suite.timed("ann", lambda: suite.bench_ann(
-            args.ann_size or (20_000 if quick else 200_000), 200,
-            [int(e) for e in args.ann_ef.split(",")], 32, 80, work))
+        rows += suite.timed(
+            "ann",
+            lambda: suite.bench_ann(
+                args.ann_size or (10_000 if quick else 100_000),
+                200,
+                [int(e) for e in args.ann_ef.split(",")],
+                32,
+                80,
+                work,
+                args.ann_data,
+            ),
+        )
     if "ndcg" in sections:
-        rows += suite.timed("ndcg", lambda: suite.bench_ndcg(
-            args.ndcg_encoders.split(","), work / "eval", onnx_cache))
+        rows += suite.timed(
+            "ndcg",
+            lambda: suite.bench_ndcg(args.ndcg_encoders.split(","), work / "eval", onnx_cache),
+        )
 
     print(suite.table(rows))
     if stages:
-        print("\nask stages, median ms (cold pass): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items())))
+        print(
+            "\nask stages, median ms (cold pass): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items()))
+        )
     print(f"\n{reps} repetition(s); took {time.perf_counter() - started:.0f} s")
     if args.out:
         args.out.write_text(json.dumps([vars(r) for r in rows], indent=1))

@@ -40,11 +40,16 @@ def groundqa_build(seeds: Path, encoder: str, onnx_cache: Path) -> dict[str, Any
         shutil.copytree(seeds, work / "seeds")
         settings = Settings(
             _env_file=None,
-            seeds_dir=work / "seeds", index_dir=work / "index", encoder=encoder,
+            seeds_dir=work / "seeds",
+            index_dir=work / "index",
+            encoder=encoder,
         )
         embedder = load_embedder(
-            settings.model_path, threads=settings.encoder_threads,
-            batch_size=settings.batch_size, encoder=encoder, cache_dir=onnx_cache,
+            settings.model_path,
+            threads=settings.encoder_threads,
+            batch_size=settings.batch_size,
+            encoder=encoder,
+            cache_dir=onnx_cache,
             workers=settings.encoder_workers,
         )
         builder = Builder(settings, embedder)
@@ -89,8 +94,12 @@ def baseline_build(index_dir: Path) -> dict[str, Any]:
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(np.asarray(vectors, dtype=np.float32))
     seconds = time.perf_counter() - t0
-    return {"chunks": len(texts), "seconds": seconds, "chunks_per_s": len(texts) / seconds,
-            "peak_mb": _peak_mb()}
+    return {
+        "chunks": len(texts),
+        "seconds": seconds,
+        "chunks_per_s": len(texts) / seconds,
+        "peak_mb": _peak_mb(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("build")
     p.add_argument("--seeds", type=Path, required=True)
-    p.add_argument("--encoder", default="onnx")
+    p.add_argument("--encoder", default="onnx-int8")
     p.add_argument("--onnx-cache", type=Path, required=True)
     p = sub.add_parser("baseline-build")
     p.add_argument("--index", type=Path, required=True)

@@ -199,8 +199,11 @@ def read_questions(path: Path | None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000/v1/ask")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -216,17 +219,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("load is only sent to loopback addresses")
     if not (1 <= args.concurrency <= 1024 and 0 < args.seconds <= 600):
         parser.error("concurrency must be 1-1024 and seconds 0-600")
-    result = asyncio.run(run_load(
-        args.url, read_questions(args.questions), concurrency=args.concurrency,
-        seconds=args.seconds, max_requests=args.max_requests, warmup=args.warmup,
-        fresh=args.fresh, top_k=args.top_k,
-    ))
+    result = asyncio.run(
+        run_load(
+            args.url,
+            read_questions(args.questions),
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            max_requests=args.max_requests,
+            warmup=args.warmup,
+            fresh=args.fresh,
+            top_k=args.top_k,
+        )
+    )
     if args.json:
         print(json.dumps(asdict(result)))
     else:
-        print(f"c={result.concurrency}: {result.requests_per_second:.1f} req/s, "
-              f"p50 {result.p50_ms:.2f} ms, p95 {result.p95_ms:.2f} ms, "
-              f"p99 {result.p99_ms:.2f} ms, {result.errors} errors of {result.requests}")
+        print(
+            f"c={result.concurrency}: {result.requests_per_second:.1f} req/s, "
+            f"p50 {result.p50_ms:.2f} ms, p95 {result.p95_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms, {result.errors} errors of {result.requests}"
+        )
         if result.first_error:
             print(f"first error: {result.first_error}", file=sys.stderr)
     return 1 if result.errors else 0

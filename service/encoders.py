@@ -34,6 +34,7 @@ INT8_FILE = "model-int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "sentence_embedding"
 INT8_SUFFIX = "+onnx-int8"
+MAX_BATCH_TOKENS = 2048  # padded tokens per run: bounds activation memory
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
@@ -107,13 +108,19 @@ def export_float(model_path: Path, target: Path) -> None:
             # The TorchScript exporter takes seconds where the dynamo one takes a minute on
             # this model; both give vectors equal to sentence-transformers within 1e-6.
             torch.onnx.export(
-                module, sample, str(tmp), input_names=list(INPUTS), output_names=[OUTPUT],
+                module,
+                sample,
+                str(tmp),
+                input_names=list(INPUTS),
+                output_names=[OUTPUT],
                 dynamic_axes={
                     "input_ids": {v: k for k, v in axes.items()},
                     "attention_mask": {v: k for k, v in axes.items()},
                     OUTPUT: {0: "batch"},
                 },
-                opset_version=OPSET, dynamo=False, external_data=False,
+                opset_version=OPSET,
+                dynamo=False,
+                external_data=False,
             )
         _replace_atomic(tmp, target)
     finally:
@@ -131,7 +138,10 @@ def quantize_int8(source: Path, target: Path) -> None:
     tmp = _tmp_name(target)
     try:
         quantize_dynamic(
-            str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+            str(source),
+            str(tmp),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
             op_types_to_quantize=["MatMul"],
         )
         _replace_atomic(tmp, target)
@@ -165,6 +175,29 @@ def _read_max_seq_length(path: Path) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return 512
+
+
+def _batches(
+    order: list[int], lengths: list[int], size: int, max_tokens: int = MAX_BATCH_TOKENS
+) -> list[list[int]]:
+    """Cut rows sorted by decreasing length into batches of at most `size` rows and
+    `max_tokens` padded tokens whose padding adds at most a quarter to their real tokens (the
+    compute is per padded token; ONNX Runtime keeps the largest batch's memory)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    real = 0
+    for i in order:
+        padded = (len(batch) + 1) * lengths[batch[0]] if batch else 0
+        if batch and (
+            len(batch) >= size or padded > max_tokens or padded > 1.25 * (real + lengths[i])
+        ):
+            batches.append(batch)
+            batch, real = [], 0
+        batch.append(i)
+        real += lengths[i]
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 class OnnxEmbedder:
@@ -259,14 +292,14 @@ class OnnxEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids = self._ids(texts)
-        if len(ids) <= self.batch_size:
-            out, _ = self._run(ids, range(len(ids)))
+        if len(ids) == 1:
+            out, _ = self._run(ids, [0])
             return out
         # Longest first, like sentence-transformers: batches pad to similar lengths.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = _batches(order, [len(i) for i in ids], self.batch_size)
         result = np.empty((len(ids), self.dim), dtype=np.float32)
-        if self.workers == 1:
+        if self.workers == 1 or len(batches) == 1:
             done: Iterator[tuple[Vectors, Sequence[int]]] = (self._run(ids, b) for b in batches)
         else:
             done = self._executor().map(lambda b: self._run(ids, b), batches)

@@ -176,12 +176,20 @@ def table(result: dict[str, Any]) -> str:
         head += ["ans@1", "ans@5", "ans@hl"]
     rows = [head]
     for m in result["modes"]:
-        row = [m["mode"], f"{m['ndcg_at_10']:.4f}", f"{m['recall_at_10']:.4f}",
-               f"{m['recall_at_100']:.4f}", f"{m['mrr_at_10']:.4f}",
-               f"{m['queries_per_second']:.1f}"]
+        row = [
+            m["mode"],
+            f"{m['ndcg_at_10']:.4f}",
+            f"{m['recall_at_10']:.4f}",
+            f"{m['recall_at_100']:.4f}",
+            f"{m['mrr_at_10']:.4f}",
+            f"{m['queries_per_second']:.1f}",
+        ]
         if extra:
-            row += [f"{m['answer_in_first_passage']:.4f}", f"{m['answer_in_top5_passages']:.4f}",
-                    f"{m['answer_in_first_highlight']:.4f}"]
+            row += [
+                f"{m['answer_in_first_passage']:.4f}",
+                f"{m['answer_in_top5_passages']:.4f}",
+                f"{m['answer_in_first_highlight']:.4f}",
+            ]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [

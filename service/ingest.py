@@ -25,8 +25,18 @@ from service.parsers.markdown import parse as parse_markdown
 from service.parsers.text import parse as parse_text
 
 __all__ = [
-    "PARSERS", "TITLE_MAX_CHARS", "ParseError", "Parsed", "Parser", "SeedFile", "decode_utf8",
-    "first_line_title", "markdown_title", "parse_markdown", "parse_seed", "parse_text",
+    "PARSERS",
+    "TITLE_MAX_CHARS",
+    "ParseError",
+    "Parsed",
+    "Parser",
+    "SeedFile",
+    "decode_utf8",
+    "first_line_title",
+    "markdown_title",
+    "parse_markdown",
+    "parse_seed",
+    "parse_text",
     "scan_seeds",
 ]
 
@@ -56,9 +66,7 @@ def _walk(root: Path) -> Iterator[tuple[Path, str]]:
                 yield base / name, (base / name).relative_to(root).as_posix()
 
 
-def scan_seeds(
-    seeds_dir: Path, max_file_bytes: int
-) -> tuple[list[SeedFile], list[Skipped]]:
+def scan_seeds(seeds_dir: Path, max_file_bytes: int) -> tuple[list[SeedFile], list[Skipped]]:
     """List the indexable files of seeds_dir with their sha256, and the files skipped with why."""
     if not seeds_dir.is_dir():
         raise SeedsNotFoundError(
@@ -109,6 +117,11 @@ def parse_seed(seed: SeedFile) -> Document:
         # Only a BOM or Unicode spaces: nothing to chunk or cite.
         raise ParseError("empty file")
     return Document(
-        source=seed.source, title=parsed.title, text=parsed.text, sha256=seed.sha256,
-        size=seed.size, sections=parsed.sections, pages=parsed.pages,
+        source=seed.source,
+        title=parsed.title,
+        text=parsed.text,
+        sha256=seed.sha256,
+        size=seed.size,
+        sections=parsed.sections,
+        pages=parsed.pages,
     )

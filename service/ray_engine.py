@@ -16,13 +16,15 @@ import functools
 import logging
 import math
 import pickle
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from service import errors
 from service.chunking import Chunker
 from service.config import Settings
 from service.embedding import Embedder, Vectors, load_embedder
@@ -33,7 +35,9 @@ from service.models import Chunk, Document, Skipped
 
 INSTALL_HINT = "pip install 'groundqa[ray]'"
 FILES_PER_TASK = 32  # seed files parsed and chunked by one task
-TEXTS_PER_BATCH = 256  # chunk texts per actor call
+# Chunk texts per actor call: small blocks, at most two queued per actor, so an actor that
+# loads its model late still gets its share.
+TEXTS_PER_BATCH = 64
 # Texts per Ray Data run (one commit to the embedding cache each): every run starts its actors,
 # which load the model, so runs are far larger than the local engine's slices.
 EMBED_SLICE = 16_384
@@ -101,6 +105,34 @@ def _parse_and_chunk(batch: Batch, chunker: Chunker) -> Batch:
         chunks = chunker.chunk(doc) if rechunk else None
         payloads.append(pickle.dumps(("parsed", doc, chunks)))
     return {"source": batch["source"], "payload": np.array(payloads, dtype=object)}
+
+
+# The last line of a worker's traceback, as Ray's errors carry it.
+_WORKER_ERROR = re.compile(r"^service\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
+def _domain_error(exc: Exception) -> GroundQAError | None:
+    """The groundqa error a Ray worker raised (e.g. an actor's ModelLoadError), rebuilt from
+    the Ray error carrying it, so the CLI prints its one line; None for any other failure."""
+    found = _WORKER_ERROR.findall(str(exc))
+    if not found:
+        return None
+    name, message = found[-1]
+    kind = getattr(errors, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, GroundQAError)):
+        kind = GroundQAError
+    return kind(message)
+
+
+def _batches(dataset: Any) -> Iterator[Batch]:
+    """The output blocks of a dataset, running it; worker domain errors come back as such."""
+    try:
+        yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+    except Exception as exc:  # Ray wraps what workers raise in its own error types
+        domain = _domain_error(exc)
+        if domain is None:
+            raise
+        raise domain from exc
 
 
 class _EmbedActor:
@@ -198,7 +230,7 @@ class RayEngine:
             num_cpus=1,
         )
         outcomes: dict[str, tuple[Any, ...]] = {}
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in _batches(dataset):
             for source, payload in zip(batch["source"], batch["payload"], strict=True):
                 outcomes[str(source)] = pickle.loads(payload)
         documents: list[Document] = []
@@ -230,14 +262,16 @@ class RayEngine:
                 "model_id": self.embedder.model_id,
                 "dim": dim,
             },
-            compute=ray.data.ActorPoolStrategy(size=max(1, min(self.actors, batches))),
+            compute=ray.data.ActorPoolStrategy(
+                size=max(1, min(self.actors, batches)), max_tasks_in_flight_per_actor=2
+            ),
             batch_size=TEXTS_PER_BATCH,
             batch_format="numpy",
             num_cpus=1,
         )
         out = np.empty((len(texts), dim), dtype=np.float32)
         done = np.zeros(len(texts), dtype=bool)
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in _batches(dataset):
             out[batch["i"]] = batch["vector"]
             done[batch["i"]] = True
         if not done.all():

@@ -38,9 +38,14 @@ class Job:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
         return {
-            "job_id": self.job_id, "state": self.state, "stage": self.stage,
-            "progress": round(self.progress, 3), "started_at": self.started_at,
-            "finished_at": self.finished_at, "result": self.result, "error": self.error,
+            "job_id": self.job_id,
+            "state": self.state,
+            "stage": self.stage,
+            "progress": round(self.progress, 3),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "result": self.result,
+            "error": self.error,
         }
 
 
@@ -77,7 +82,9 @@ class RebuildManager:
             # Keep the registry bounded: forget the oldest finished jobs.
             for old in [j for j in self.jobs.values() if j.state != "running"][:-50]:
                 del self.jobs[old.job_id]
-        threading.Thread(target=self._run, args=(job,), name="groundqa-rebuild", daemon=True).start()
+        threading.Thread(
+            target=self._run, args=(job,), name="groundqa-rebuild", daemon=True
+        ).start()
         return job
 
     def run(self) -> Job:
@@ -131,7 +138,9 @@ def watch_seeds(settings: Settings, manager: RebuildManager, stop: threading.Eve
     import watchfiles
 
     for changes in watchfiles.watch(
-        settings.seeds_dir, stop_event=stop, debounce=settings.watch_debounce_ms,
+        settings.seeds_dir,
+        stop_event=stop,
+        debounce=settings.watch_debounce_ms,
         raise_interrupt=False,
     ):
         log.info("seeds changed (%d paths); rebuilding", len(changes))

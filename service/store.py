@@ -162,8 +162,21 @@ def write_chunk_store(
             f"INSERT INTO chunks (row, {_CHUNK_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (row, c.chunk_id, c.source, c.title, c.text, c.char_start, c.char_end,
-                 c.line_start, c.line_end, c.context, c.section, c.page_start, c.page_end)
+                (
+                    row,
+                    c.chunk_id,
+                    c.source,
+                    c.title,
+                    c.text,
+                    c.char_start,
+                    c.char_end,
+                    c.line_start,
+                    c.line_end,
+                    c.context,
+                    c.section,
+                    c.page_start,
+                    c.page_end,
+                )
                 for row, c in enumerate(ordered)
             ),
         )

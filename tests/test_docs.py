@@ -19,7 +19,8 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
 
 
 def test_readme_cli_commands_exist() -> None:
-    commands = set(re.findall(r"^groundqa (\w+)", README, flags=re.MULTILINE))
+    # The CLI synopsis lines: `groundqa COMMAND [options]` or `groundqa COMMAND "QUESTION"`.
+    commands = set(re.findall(r"^groundqa (\w+) [\[\"]", README, flags=re.MULTILINE))
     parser = build_parser()
     available = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert commands and commands <= available

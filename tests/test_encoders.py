@@ -78,7 +78,9 @@ def test_float_onnx_shares_the_model_id_and_protocol(
 ) -> None:
     assert onnx_float.model_id == torch_embedder.model_id
     assert (onnx_float.dim, onnx_float.max_seq_length, onnx_float.special_tokens) == (
-        torch_embedder.dim, torch_embedder.max_seq_length, torch_embedder.special_tokens
+        torch_embedder.dim,
+        torch_embedder.max_seq_length,
+        torch_embedder.special_tokens,
     )
     text = "Mean pooling over the attention mask."
     assert onnx_float.tokenizer.offsets([text]) == torch_embedder.tokenizer.offsets([text])
@@ -123,8 +125,9 @@ def test_export_is_cached(
 
 
 @pytest.mark.e2e
-def test_thread_settings_are_applied(model_path: str, onnx_cache: Path,
-                                     onnx_float: OnnxEmbedder) -> None:
+def test_thread_settings_are_applied(
+    model_path: str, onnx_cache: Path, onnx_float: OnnxEmbedder
+) -> None:
     assert onnx_float.session.get_session_options().intra_op_num_threads == 1
     two = OnnxEmbedder(model_path, cache_dir=onnx_cache, threads=2, workers=3)
     options = two.session.get_session_options()
@@ -148,8 +151,7 @@ class SlowEncoder:
     def __call__(self, texts: Sequence[str]) -> Vectors:
         self.calls.append(len(texts))
         time.sleep(0.02)
-        return np.array([[float(len(t)), float(sum(map(ord, t)))] for t in texts],
-                        dtype=np.float32)
+        return np.array([[float(len(t)), float(sum(map(ord, t)))] for t in texts], dtype=np.float32)
 
 
 def test_batcher_returns_each_caller_its_own_vectors() -> None:
@@ -205,10 +207,15 @@ def test_sentence_cache_is_bounded(settings: Settings, fake_embedder: FakeEmbedd
     assert fake_embedder.calls == [["a"]]
 
 
-@pytest.mark.parametrize(("ann", "count", "kind"), [
-    ("auto", 50, faiss.IndexFlatIP), ("flat", 500, faiss.IndexFlatIP),
-    ("hnsw", 50, faiss.IndexHNSWFlat), ("auto", 500, faiss.IndexHNSWFlat),
-])
+@pytest.mark.parametrize(
+    ("ann", "count", "kind"),
+    [
+        ("auto", 50, faiss.IndexFlatIP),
+        ("flat", 500, faiss.IndexFlatIP),
+        ("hnsw", 50, faiss.IndexHNSWFlat),
+        ("auto", 500, faiss.IndexHNSWFlat),
+    ],
+)
 def test_vector_index_type_follows_settings(
     settings: Settings, tmp_path: Path, ann: str, count: int, kind: type
 ) -> None:

@@ -186,8 +186,11 @@ def test_passage_citations_reproduce_text(
 ) -> None:
     build(builder)
     client = client_for(settings)
-    for question in ("Which colour is the forklift?", "How do I install with Docker?",
-                     "How often is the Fresnel lens cleaned?"):
+    for question in (
+        "Which colour is the forklift?",
+        "How do I install with Docker?",
+        "How often is the Fresnel lens cleaned?",
+    ):
         for p in ask(client, question)["passages"]:
             c = p["citation"]
             text = client.get(f"/v1/documents/{c['source']}").json()["text"]
@@ -221,9 +224,7 @@ def test_pdf_answer_cites_its_page(
     }
 
 
-def test_pdf_chunks_keep_to_their_pages(
-    corpus: Path, builder: Builder, settings: Settings
-) -> None:
+def test_pdf_chunks_keep_to_their_pages(corpus: Path, builder: Builder, settings: Settings) -> None:
     build(builder)
     chunks = chunks_of(settings, "handbook.pdf")
     assert [(c.text, c.page_start, c.page_end) for c in chunks] == [
@@ -293,8 +294,10 @@ def test_markdown_sections_ignore_code_comments() -> None:
         ("# A\n~~~\n# not\n~~~\n## B\ny\n", ["A", "A > B"]),
         ("# A\n````\n```\n# still code\n````\ntext\n", ["A"]),
         ("---\ntitle: x\n# yaml comment\n---\n# Real\nbody\n", ["Real"]),
-        ("#nospace\n    # indented code\n# **Bold** `api_key` [link](http://x)\nbody\n",
-         ["Bold api_key link"]),
+        (
+            "#nospace\n    # indented code\n# **Bold** `api_key` [link](http://x)\nbody\n",
+            ["Bold api_key link"],
+        ),
         ("## B\nx\n# A\ny\n", ["B", "A"]),
     ],
 )
@@ -322,8 +325,9 @@ def test_markdown_answer_carries_its_section_path(
     corpus: Path, builder: Builder, settings: Settings, client_for: Client
 ) -> None:
     build(builder)
-    body = ask(client_for(settings), "How do I start the stack with docker compose?",
-               sources=["guide.md"])
+    body = ask(
+        client_for(settings), "How do I start the stack with docker compose?", sources=["guide.md"]
+    )
     citation = body["passages"][0]["citation"]
     assert citation["section"] == "Groundqa Guide > Install > Docker"
     assert citation["page_start"] is None
@@ -335,8 +339,9 @@ def test_section_context_counts_against_the_model_limit(tokenizer: HFTokenizer) 
     text = f"# {'Very ' * 20}Long Title\n\n## Sub\n\n{body}\n"
     parsed = markdown.parse(text.encode(), "x.md")
     doc = Document("x.md", parsed.title, text, "0" * 64, len(text), sections=parsed.sections)
-    chunker = Chunker(tokenizer, ChunkerSettings(max_tokens=64, special_tokens=2, budget=256,
-                                                 overlap=1))
+    chunker = Chunker(
+        tokenizer, ChunkerSettings(max_tokens=64, special_tokens=2, budget=256, overlap=1)
+    )
     chunks = chunker.chunk(doc)
     assert len(chunks) > 3
     for c in chunks:
@@ -346,11 +351,18 @@ def test_section_context_counts_against_the_model_limit(tokenizer: HFTokenizer) 
 
 def test_chunks_are_cut_at_section_boundaries_even_mid_sentence(tokenizer: HFTokenizer) -> None:
     text = "one two three four five six"
-    doc = Document("x.txt", "", text, "0" * 64, len(text),
-                   sections=(Section(0, 13, "A"), Section(13, len(text), "B")))
+    doc = Document(
+        "x.txt",
+        "",
+        text,
+        "0" * 64,
+        len(text),
+        sections=(Section(0, 13, "A"), Section(13, len(text), "B")),
+    )
     chunker = Chunker(tokenizer, ChunkerSettings(256, 2, 256, 1))
     assert [(c.text, c.section) for c in chunker.chunk(doc)] == [
-        ("one two three", "A"), ("four five six", "B"),
+        ("one two three", "A"),
+        ("four five six", "B"),
     ]
 
 
@@ -365,7 +377,8 @@ def test_html_main_text_without_noise() -> None:
         "Maintenance\n\nClean the Fresnel lens every Sunday with a soft cloth."
     )
     assert [s.path for s in parsed.sections] == [
-        "Lighthouse Keeping", "Lighthouse Keeping > Maintenance",
+        "Lighthouse Keeping",
+        "Lighthouse Keeping > Maintenance",
     ]
 
 
@@ -385,8 +398,7 @@ def test_html_answer_carries_its_section(
     corpus: Path, builder: Builder, settings: Settings, client_for: Client
 ) -> None:
     build(builder)
-    body = ask(client_for(settings), "How often is the Fresnel lens cleaned?",
-               sources=["*.html"])
+    body = ask(client_for(settings), "How often is the Fresnel lens cleaned?", sources=["*.html"])
     top = body["passages"][0]
     assert top["text"] == "Maintenance\n\nClean the Fresnel lens every Sunday with a soft cloth."
     assert top["citation"]["section"] == "Lighthouse Keeping > Maintenance"
@@ -400,12 +412,14 @@ def test_html_answer_carries_its_section(
         (
             "<body><article><header><h1>Kept</h1></header><p>A.</p><footer>f</footer></article>"
             "<article><p>B.</p></article></body>",
-            "Kept\n\nA.\n\nB.", "Kept",
+            "Kept\n\nA.\n\nB.",
+            "Kept",
         ),
         (
             "<body><ul><li>one</li><li>two</li></ul><ol start=3><li>x</li></ol>"
             "<table><tr><th>k</th><th>v</th></tr><tr><td>1</td><td>2</td></tr></table></body>",
-            "- one\n- two\n\n3. x\n\nk | v\n1 | 2", "- one",
+            "- one\n- two\n\n3. x\n\nk | v\n1 | 2",
+            "- one",
         ),
         ("<p>a<br>b</p><pre>  keep\n    this</pre>", "a\nb\n\n  keep\n    this", "a"),
         ("<div>x<span> y </span>z</div><div>w</div>", "x y z\nw", "x y z"),

@@ -87,15 +87,23 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         stop = threading.Event()
         threads = []
         if state.holder is not None:
-            threads.append(threading.Thread(
-                target=follow_published, args=(state.holder, settings.reload_interval, stop),
-                name="groundqa-follow", daemon=True,
-            ))
+            threads.append(
+                threading.Thread(
+                    target=follow_published,
+                    args=(state.holder, settings.reload_interval, stop),
+                    name="groundqa-follow",
+                    daemon=True,
+                )
+            )
         if settings.watch and state.rebuilds is not None:
-            threads.append(threading.Thread(
-                target=watch_seeds, args=(settings, state.rebuilds, stop),
-                name="groundqa-watch", daemon=True,
-            ))
+            threads.append(
+                threading.Thread(
+                    target=watch_seeds,
+                    args=(settings, state.rebuilds, stop),
+                    name="groundqa-watch",
+                    daemon=True,
+                )
+            )
         for thread in threads:
             thread.start()
         try:
@@ -118,8 +126,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(web_router)
     # Added last = outermost: limits apply before anything reads the body; every response,
     # errors included, is counted and logged.
-    app.add_middleware(LimitsMiddleware, max_bytes=settings.max_body_bytes,
-                       timeout=settings.request_timeout)
+    app.add_middleware(
+        LimitsMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.request_timeout
+    )
     if settings.cors_origins:
         # Inside the observability middleware, so preflights are counted and logged too.
         app.add_middleware(
@@ -128,8 +137,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(ObservabilityMiddleware, metrics=state.metrics,
-                       log_questions=settings.log_questions)
+    app.add_middleware(
+        ObservabilityMiddleware, metrics=state.metrics, log_questions=settings.log_questions
+    )
 
     # Open even with API keys, like /healthz and /readyz: Prometheus scrapers and orchestrator
     # probes send no credentials. It shows counts and timings, never questions or text.

@@ -32,35 +32,49 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "groundqa_http_requests", "HTTP requests by route, method and status.",
-            ["route", "method", "status"], registry=r,
+            "groundqa_http_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "groundqa_http_request_duration_seconds", "HTTP request latency by route and status.",
-            ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=r,
+            "groundqa_http_request_duration_seconds",
+            "HTTP request latency by route and status.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.embed = Histogram(
-            "groundqa_question_embed_seconds", "Time to embed a question.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "groundqa_question_embed_seconds",
+            "Time to embed a question.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.search = Histogram(
-            "groundqa_search_seconds", "Time to search the indexes for a question.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "groundqa_search_seconds",
+            "Time to search the indexes for a question.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.documents = Gauge("groundqa_index_documents", "Documents in the served build.",
-                               registry=r)
+        self.documents = Gauge(
+            "groundqa_index_documents", "Documents in the served build.", registry=r
+        )
         self.chunks = Gauge("groundqa_index_chunks", "Chunks in the served build.", registry=r)
         self.build_age = Gauge(
-            "groundqa_index_build_age_seconds", "Seconds since the served build was created.",
+            "groundqa_index_build_age_seconds",
+            "Seconds since the served build was created.",
             registry=r,
         )
         self.rebuilds = Counter("groundqa_rebuilds", "Rebuilds run by this server.", registry=r)
         self.rebuild_seconds = Histogram(
-            "groundqa_rebuild_duration_seconds", "Duration of rebuilds run by this server.",
-            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r,
+            "groundqa_rebuild_duration_seconds",
+            "Duration of rebuilds run by this server.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
         )
         self.build_errors = Counter(
-            "groundqa_build_errors", "Rebuilds that failed (the previous build kept serving).",
+            "groundqa_build_errors",
+            "Rebuilds that failed (the previous build kept serving).",
             registry=r,
         )
 
@@ -125,8 +139,11 @@ class ObservabilityMiddleware:
             self.metrics.latency.labels(route, method, str(status)).observe(seconds)
             record: dict[str, Any] = {
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "request_id": request_id, "method": method, "route": route,
-                "path": scope["path"], "status": status,
+                "request_id": request_id,
+                "method": method,
+                "route": route,
+                "path": scope["path"],
+                "status": status,
                 "duration_ms": round(seconds * 1000, 2),
                 "client": (scope.get("client") or ("", 0))[0],
             }
@@ -213,11 +230,17 @@ class _BodyError(HTTPException):
 async def _plain(send: Send, status: int, detail: str) -> None:
     """Send a small JSON error response and close the connection (the body was not read)."""
     body = json.dumps({"detail": detail}).encode()
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -230,7 +253,9 @@ class JsonFormatter(logging.Formatter):
             return message
         payload = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(), "logger": record.name, "message": message,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
         }
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)

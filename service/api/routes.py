@@ -82,8 +82,9 @@ def ask_limiter(state: AppState) -> anyio.CapacityLimiter:
 async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> AskResponse:
     """Answer off the event loop: encoding and search are CPU-bound."""
     result = await anyio.to_thread.run_sync(
-        partial(ask, searcher, body.question, top_k=body.top_k, mode=body.mode,
-                sources=body.sources),
+        partial(
+            ask, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
+        ),
         limiter=ask_limiter(state),
     )
     state.metrics.embed.observe(result.timings.get("embed_ms", 0.0) / 1000)

@@ -19,21 +19,72 @@ from service.parsers.base import (
 EXTENSIONS = (".html", ".htm")
 
 # Never text: code, styling, widgets and page chrome.
-_DROP_TAGS = frozenset({
-    "script", "style", "noscript", "nav", "aside", "form", "template", "svg", "math", "head",
-    "title", "iframe", "object", "embed", "canvas", "select", "button", "dialog",
-})
+_DROP_TAGS = frozenset(
+    {
+        "script",
+        "style",
+        "noscript",
+        "nav",
+        "aside",
+        "form",
+        "template",
+        "svg",
+        "math",
+        "head",
+        "title",
+        "iframe",
+        "object",
+        "embed",
+        "canvas",
+        "select",
+        "button",
+        "dialog",
+    }
+)
 _DROP_ROLES = frozenset({"navigation", "banner", "contentinfo"})
 # Site header and footer; a <header> inside an article holds its heading and is kept.
 _CHROME_TAGS = frozenset({"header", "footer"})
 _CONTENT_TAGS = frozenset({"article", "main"})
-_PARAGRAPHS = frozenset({
-    "p", "pre", "blockquote", "ul", "ol", "dl", "table", "figure", "hr", "section", "article",
-    "main", "address", "details", "fieldset", "h1", "h2", "h3", "h4", "h5", "h6",
-})
-_LINES = frozenset({
-    "div", "li", "tr", "dt", "dd", "caption", "figcaption", "summary", "legend", "center", "body",
-})
+_PARAGRAPHS = frozenset(
+    {
+        "p",
+        "pre",
+        "blockquote",
+        "ul",
+        "ol",
+        "dl",
+        "table",
+        "figure",
+        "hr",
+        "section",
+        "article",
+        "main",
+        "address",
+        "details",
+        "fieldset",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+    }
+)
+_LINES = frozenset(
+    {
+        "div",
+        "li",
+        "tr",
+        "dt",
+        "dd",
+        "caption",
+        "figcaption",
+        "summary",
+        "legend",
+        "center",
+        "body",
+    }
+)
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 _CELLS = frozenset({"td", "th"})
 _WHITESPACE = re.compile(r"\s+")
@@ -46,7 +97,8 @@ def decode_html(data: bytes) -> str:
     if not data.strip():
         raise ParseError("empty file")
     for bom, encoding in (
-        (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
         (codecs.BOM_UTF16_BE, "utf-16-be"),
     ):
         if data.startswith(bom):
@@ -271,6 +323,7 @@ def parse(data: bytes, source: str) -> Parsed:
         raise ParseError("no readable text in the HTML page")
     headings = extractor.headings
     return Parsed(
-        text=text, title=_title(tree, text, headings, source),
+        text=text,
+        title=_title(tree, text, headings, source),
         sections=sections_from_headings(text, headings),
     )

@@ -52,8 +52,12 @@ def headings(text: str) -> list[Heading]:
         fenced = _FENCE.match(line)
         if fence is not None:
             # Only a run of the same character, at least as long and with nothing after, closes.
-            if fenced and fenced.group(1)[0] == fence[0] and len(fenced.group(1)) >= len(fence) \
-                    and not fenced.group(2).strip():
+            if (
+                fenced
+                and fenced.group(1)[0] == fence[0]
+                and len(fenced.group(1)) >= len(fence)
+                and not fenced.group(2).strip()
+            ):
                 fence = None
             continue
         if fenced and not (fenced.group(1)[0] == "`" and "`" in fenced.group(2)):
@@ -84,6 +88,7 @@ def parse(data: bytes, source: str) -> Parsed:
     text = decode_utf8(data)
     found = headings(text)
     return Parsed(
-        text=text, title=title_of(text, found, source),
+        text=text,
+        title=title_of(text, found, source),
         sections=sections_from_headings(text, found),
     )
