@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run index test lint bench eval clean
+.PHONY: install run index test test-ray lint bench eval clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 
 test: $(STAMP) lint  ## install, lint, type-check and run the test suite
 	$(BIN)/pytest -q
+
+test-ray: $(STAMP)  ## the Ray engine tests (installs the optional extra)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,ray]' 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	$(BIN)/pytest -q -m ray
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -57,7 +57,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     builder = _builder(settings, args.engine)
     try:
         report = builder.build(
-            full=args.full, dry_run=args.dry_run,
+            full=args.full,
+            dry_run=args.dry_run,
             show_progress=not args.json and sys.stderr.isatty(),
         )
     finally:
@@ -115,11 +116,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     has_index = read_pointer(settings.index_dir) is not None
     if settings.index_dir.is_dir() and not os.access(settings.index_dir, os.W_OK):
         # A replica on a shared index volume mounted read-only: builders publish, it follows.
-        print(f"Index folder {settings.index_dir} is read-only: serving the builds published "
-              "there (503 until the first one).", file=sys.stderr)
+        print(
+            f"Index folder {settings.index_dir} is read-only: serving the builds published "
+            "there (503 until the first one).",
+            file=sys.stderr,
+        )
     elif not settings.seeds_dir.is_dir() and has_index:
-        print(f"warning: seeds folder {settings.seeds_dir} missing; serving the existing index",
-              file=sys.stderr)
+        print(
+            f"warning: seeds folder {settings.seeds_dir} missing; serving the existing index",
+            file=sys.stderr,
+        )
     else:
         plan = seeds_plan(settings, builder.embedder.model_id)
         if plan.changed:
@@ -130,8 +136,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, embedder=builder.embedder)
     # SIGTERM: uvicorn stops accepting, finishes in-flight requests (up to the grace period),
     # then runs the lifespan shutdown.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                timeout_keep_alive=5, timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=30,
+    )
     return 0
 
 
@@ -146,7 +158,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     modes = [args.mode] if args.mode else list(MODES)
     result = evaluate(
-        args.dataset, args.split, settings, embedder, modes=modes, cache_dir=args.cache,
+        args.dataset,
+        args.split,
+        settings,
+        embedder,
+        modes=modes,
+        cache_dir=args.cache,
         progress=not args.json or sys.stderr.isatty(),
     )
     print(json.dumps(result, sort_keys=True) if args.json else table(result))
@@ -168,12 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan without writing")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
-        "--engine", choices=["local", "ray"], default="local",
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
         help="where files are chunked and embedded: this process, or a Ray cluster "
         "(needs groundqa[ray])",
     )
     p.add_argument(
-        "--ray-address", dest="ray_address", metavar="ADDRESS",
+        "--ray-address",
+        dest="ray_address",
+        metavar="ADDRESS",
         help="Ray cluster to join (default: GROUNDQA_RAY_ADDRESS, else a local cluster)",
     )
     p.set_defaults(func=cmd_index)

@@ -104,7 +104,9 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413.")
     request_timeout: float = Field(
-        30.0, gt=0, description="Seconds a client may take to send a whole request body (408 after)."
+        30.0,
+        gt=0,
+        description="Seconds a client may take to send a whole request body (408 after).",
     )
     log_level: str = Field("INFO", description="Log level of groundqa's JSON logs.")
     log_questions: bool = Field(False, description="Include query strings in request logs.")

@@ -43,7 +43,10 @@ class HFTokenizer:
         if not texts:
             return []
         encoded = self._tokenizer(
-            list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+            list(texts),
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            truncation=False,
             verbose=False,
         )
         return [[(int(a), int(b)) for a, b in offs] for offs in encoded["offset_mapping"]]

@@ -201,8 +201,11 @@ def _prune(index_dir: Path, keep: str, previous: str | None = None) -> None:
     """
     builds = index_dir / BUILDS
     others = sorted(
-        (e for e in builds.iterdir() if e.is_dir() and not e.name.startswith(TMP_PREFIX)
-         and e.name != keep),
+        (
+            e
+            for e in builds.iterdir()
+            if e.is_dir() and not e.name.startswith(TMP_PREFIX) and e.name != keep
+        ),
         key=lambda e: (e.name == previous, e.name),
         reverse=True,
     )
@@ -369,7 +372,9 @@ class Builder:
         progress("embedding", 0.1)
         t0 = time.perf_counter()
         vectors, embedded = self._vectors(
-            ordered, full=full, show_progress=show_progress,
+            ordered,
+            full=full,
+            show_progress=show_progress,
             on_progress=lambda done, total: progress("embedding", 0.1 + 0.7 * done / total),
         )
         timings["embed"] = time.perf_counter() - t0
@@ -425,8 +430,16 @@ class Builder:
             plan.added, plan.modified, plan.deleted, plan.unchanged, skipped, plan.full_reason
         )
         report = self._report(
-            build_id, True, False, plan_after, files, ordered, embedded, len(ordered) - embedded,
-            started, previous_id,
+            build_id,
+            True,
+            False,
+            plan_after,
+            files,
+            ordered,
+            embedded,
+            len(ordered) - embedded,
+            started,
+            previous_id,
         )
         report.files_indexed = len(documents)
         report.timings = {k: round(v, 3) for k, v in timings.items()}
@@ -461,8 +474,13 @@ class Builder:
         # half-way keeps what it embedded, and the next build resumes from there.
         # (sentence-transformers sorts each slice by length into batches itself.)
         order = list(missing)
-        with tqdm(total=len(order), desc="Embedding", unit="chunk", disable=not show_progress,
-                  smoothing=0.1) as bar:
+        with tqdm(
+            total=len(order),
+            desc="Embedding",
+            unit="chunk",
+            disable=not show_progress,
+            smoothing=0.1,
+        ) as bar:
             step = self.engine.slice_size
             for start in range(0, len(order), step):
                 part = order[start : start + step]

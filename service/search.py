@@ -45,7 +45,7 @@ class LoadedIndex:
 
     @classmethod
     def open(cls, folder: Path, *, expected_model: str, expected_dim: int) -> LoadedIndex:
-        """Open a build folder; IndexIncompatibleError when it does not fit the model or is damaged."""
+        """Open a build folder; IndexIncompatibleError if it does not fit the model or is broken."""
         index_dir = folder.parent.parent
         manifest = read_manifest(folder)
         model = manifest.get("model", {})
@@ -128,9 +128,7 @@ class SearchResult:
     timings: dict[str, float]
 
 
-def rrf(
-    rankings: Sequence[tuple[npt.NDArray[np.int64], float]], k: float
-) -> dict[int, float]:
+def rrf(rankings: Sequence[tuple[npt.NDArray[np.int64], float]], k: float) -> dict[int, float]:
     """Weighted reciprocal rank fusion: sum of weight / (k + rank) over the rankings."""
     fused: dict[int, float] = {}
     for rows, weight in rankings:
@@ -294,16 +292,20 @@ class Searcher:
             fused = {r: 0.0 for r in ranked}
         elif self.settings.fusion == "rrf":
             fused = rrf(
-                [(dense_rows, self.settings.dense_weight),
-                 (keyword_rows, self.settings.keyword_weight)],
+                [
+                    (dense_rows, self.settings.dense_weight),
+                    (keyword_rows, self.settings.keyword_weight),
+                ],
                 self.settings.rrf_k,
             )
             ranked = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
         else:
             assert keyword_scores is not None
             fused = zscore_fusion(
-                [(dense_rows, dense_top, self.settings.dense_weight),
-                 (keyword_rows, keyword_scores[keyword_rows], self.settings.keyword_weight)]
+                [
+                    (dense_rows, dense_top, self.settings.dense_weight),
+                    (keyword_rows, keyword_scores[keyword_rows], self.settings.keyword_weight),
+                ]
             )
             ranked = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
 
@@ -313,10 +315,13 @@ class Searcher:
         for row, dense in zip(ranked, dense_scores, strict=True):
             kw = float(keyword_scores[row]) if keyword_scores is not None else None
             score = {"dense": dense, "keyword": kw or 0.0}.get(mode, fused[row])
-            hits.append(Hit(chunk=chunks[row], score=float(score), dense_score=dense,
-                            keyword_score=kw))
+            hits.append(
+                Hit(chunk=chunks[row], score=float(score), dense_score=dense, keyword_score=kw)
+            )
         timings["search_ms"] = (time.perf_counter() - t0) * 1000
-        return SearchResult(hits=hits, build_id=index.build_id, index=index, query_vector=query, timings=timings)
+        return SearchResult(
+            hits=hits, build_id=index.build_id, index=index, query_vector=query, timings=timings
+        )
 
     @staticmethod
     def _dense(

@@ -22,7 +22,7 @@ def test_readme_cli_commands_exist() -> None:
     # The CLI synopsis lines: `groundqa COMMAND [options]` or `groundqa COMMAND "QUESTION"`.
     commands = set(re.findall(r"^groundqa (\w+) [\[\"]", README, flags=re.MULTILINE))
     parser = build_parser()
-    available = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    available = set(parser._subparsers._group_actions[0].choices or ())  # type: ignore[union-attr]
     assert commands and commands <= available
 
 

@@ -29,11 +29,14 @@ from service.search import Searcher
 
 # 422 is left to FastAPI: its validation errors are a list, documented as HTTPValidationError.
 ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorOut}, 503: {"model": ErrorOut},
+    401: {"model": ErrorOut},
+    503: {"model": ErrorOut},
 }
 # Routes that read a body: not parseable (400), not sent in time (408), too large (413).
 BODY_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorOut}, 408: {"model": ErrorOut}, 413: {"model": ErrorOut},
+    400: {"model": ErrorOut},
+    408: {"model": ErrorOut},
+    413: {"model": ErrorOut},
 }
 
 router = APIRouter()
@@ -51,7 +54,9 @@ def to_response(result: AskResult) -> AskResponse:
             },
             "passages": [
                 {
-                    "rank": p.rank, "score": p.score, "text": p.text,
+                    "rank": p.rank,
+                    "score": p.score,
+                    "text": p.text,
                     "highlights": [vars_of(h) for h in p.highlights],
                     "citation": vars_of(p.citation),
                 }
@@ -92,26 +97,32 @@ async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> AskR
     return to_response(result)
 
 
-@router.post("/v1/ask", response_model=AskResponse, responses={**ERRORS, **BODY_ERRORS},
-             dependencies=[ApiKey], tags=["ask"])
+@router.post(
+    "/v1/ask",
+    response_model=AskResponse,
+    responses={**ERRORS, **BODY_ERRORS},
+    dependencies=[ApiKey],
+    tags=["ask"],
+)
 async def ask_post(body: AskRequest, state: StateDep, searcher: SearcherDep) -> AskResponse:
     """Answer a question with ranked, cited passages."""
     return await run_ask(state, searcher, body)
 
 
-@router.get("/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey],
-            tags=["ask"])
+@router.get(
+    "/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey], tags=["ask"]
+)
 async def ask_get(
     params: Annotated[AskQuery, Query()], state: StateDep, searcher: SearcherDep
 ) -> AskResponse:
     """Answer `q` with ranked, cited passages."""
-    body = AskRequest(question=params.q, top_k=params.top_k, mode=params.mode,
-                      sources=params.sources)
+    body = AskRequest(
+        question=params.q, top_k=params.top_k, mode=params.mode, sources=params.sources
+    )
     return await run_ask(state, searcher, body)
 
 
-@router.get("/v1/documents", response_model=DocumentList, dependencies=[ApiKey],
-            tags=["documents"])
+@router.get("/v1/documents", response_model=DocumentList, dependencies=[ApiKey], tags=["documents"])
 def list_documents(searcher: SearcherDep) -> DocumentList:
     """Sources indexed in the served build."""
     index = searcher.holder.current
@@ -124,8 +135,13 @@ def list_documents(searcher: SearcherDep) -> DocumentList:
     )
 
 
-@router.get("/v1/documents/{source:path}", response_model=DocumentOut,
-            responses={404: {"model": ErrorOut}}, dependencies=[ApiKey], tags=["documents"])
+@router.get(
+    "/v1/documents/{source:path}",
+    response_model=DocumentOut,
+    responses={404: {"model": ErrorOut}},
+    dependencies=[ApiKey],
+    tags=["documents"],
+)
 def get_document(source: str, searcher: SearcherDep) -> DocumentOut:
     """The indexed text of one source; citation offsets index into it."""
     index = searcher.holder.current
@@ -158,9 +174,14 @@ def index_info(state: StateDep, searcher: SearcherDep) -> IndexInfo:
     )
 
 
-@router.post("/v1/index/rebuild", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
-             responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
-                        409: {"model": ErrorOut}}, dependencies=[Admin], tags=["index"])
+@router.post(
+    "/v1/index/rebuild",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    dependencies=[Admin],
+    tags=["index"],
+)
 def start_rebuild(state: StateDep) -> JobOut:
     """Start an incremental rebuild in the background; poll its status."""
     if state.rebuilds is None:
@@ -172,9 +193,13 @@ def start_rebuild(state: StateDep) -> JobOut:
     return JobOut.model_validate(job.as_dict())
 
 
-@router.get("/v1/index/rebuild/{job_id}", response_model=JobOut,
-            responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
-                       404: {"model": ErrorOut}}, dependencies=[Admin], tags=["index"])
+@router.get(
+    "/v1/index/rebuild/{job_id}",
+    response_model=JobOut,
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    dependencies=[Admin],
+    tags=["index"],
+)
 def rebuild_status(job_id: str, state: StateDep) -> JobOut:
     """Progress and result of a rebuild."""
     job = state.rebuilds.jobs.get(job_id) if state.rebuilds else None
