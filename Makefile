@@ -10,9 +10,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run index test test-ray lint bench eval clean
 
+# pip may be configured with optional local indexes; its "is ignored" notes about them are noise.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	# This machine's pip configuration lists optional local indexes; their "ignored" notes are noise.
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
 	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	touch $(STAMP)
