@@ -55,9 +55,6 @@ class Settings(BaseSettings):
         le=4096,
         description="Texts of concurrent requests encoded together in one call; 0 = no batching.",
     )
-    sentence_cache_size: int = Field(
-        50_000, ge=0, description="Sentence vectors kept for highlighting (about 1.6 kB each)."
-    )
     search_threads: int = Field(
         1, ge=1, le=64, description="FAISS threads per query (1: concurrent queries use the cores)."
     )

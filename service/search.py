@@ -196,9 +196,6 @@ class Searcher:
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._cache_size = 1024
-        # Passage sentences recur across questions: their vectors are kept by text.
-        self._sentences: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
-        self._sentences_size = settings.sentence_cache_size
         self._batcher: MicroBatcher | None = None
         if settings.micro_batch > 0:
             self._batcher = MicroBatcher(
@@ -226,29 +223,6 @@ class Searcher:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vector
-
-    def embed_sentences(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Vectors of passage sentences for highlighting; only unseen sentences are encoded."""
-        out = np.empty((len(texts), self.embedder.dim), dtype=np.float32)
-        missing: dict[str, list[int]] = {}
-        with self._cache_lock:
-            for i, text in enumerate(texts):
-                vector = self._sentences.get(text)
-                if vector is None:
-                    missing.setdefault(text, []).append(i)
-                else:
-                    self._sentences.move_to_end(text)
-                    out[i] = vector
-        if missing:
-            fresh = self._encode(list(missing))
-            with self._cache_lock:
-                for (text, rows), vector in zip(missing.items(), fresh, strict=True):
-                    out[rows] = vector
-                    if self._sentences_size:
-                        self._sentences[text] = vector
-                while len(self._sentences) > self._sentences_size:
-                    self._sentences.popitem(last=False)
-        return out
 
     def search(
         self,

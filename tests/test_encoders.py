@@ -187,24 +187,14 @@ def test_batcher_hands_errors_to_callers_and_keeps_working() -> None:
     assert batcher.embed(["fine"]).shape == (1, 2)
 
 
-def test_sentence_vectors_are_cached(settings: Settings, fake_embedder: FakeEmbedder) -> None:
-    searcher = Searcher(settings, fake_embedder, IndexHolder(settings.index_dir, fake_embedder))
-    first = searcher.embed_sentences(["alpha beta", "gamma", "alpha beta"])
-    assert fake_embedder.calls == [["alpha beta", "gamma"]]
-    second = searcher.embed_sentences(["gamma", "delta"])
-    assert fake_embedder.calls[-1] == ["delta"]
-    np.testing.assert_array_equal(second[0], first[1])
-    np.testing.assert_array_equal(first[0], first[2])
-    np.testing.assert_array_equal(second, fake_embedder.embed(["gamma", "delta"]))
-
-
-def test_sentence_cache_is_bounded(settings: Settings, fake_embedder: FakeEmbedder) -> None:
-    small = settings.model_copy(update={"sentence_cache_size": 2, "micro_batch": 0})
-    searcher = Searcher(small, fake_embedder, IndexHolder(small.index_dir, fake_embedder))
-    searcher.embed_sentences(["a", "b", "c"])
-    fake_embedder.calls.clear()
-    searcher.embed_sentences(["a", "c"])
-    assert fake_embedder.calls == [["a"]]
+def test_question_vectors_are_cached(settings: Settings, fake_embedder: FakeEmbedder) -> None:
+    plain = settings.model_copy(update={"micro_batch": 0})
+    searcher = Searcher(plain, fake_embedder, IndexHolder(plain.index_dir, fake_embedder))
+    first = searcher.embed_question("alpha beta")
+    second = searcher.embed_question("alpha beta")
+    assert fake_embedder.calls == [["alpha beta"]]
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, fake_embedder.embed(["alpha beta"])[0])
 
 
 @pytest.mark.parametrize(
