@@ -32,16 +32,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _builder(settings: Settings, engine: str = "local") -> Any:
-    from service.embedding import load_embedder
+    from service.embedding import embedder_for
     from service.indexing import Builder
 
     if engine == "ray":
         from service.ray_engine import require_ray
 
         require_ray()  # before the model loads: fail at once when Ray is missing
-    embedder = load_embedder(
-        settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size
-    )
+    embedder = embedder_for(settings)
     if engine == "ray":
         from service.ray_engine import RayEngine
 
@@ -71,11 +69,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     """Answer a question from the published index."""
     from service.answering import ask
     from service.api.routes import to_response
-    from service.embedding import load_embedder
+    from service.embedding import embedder_for
     from service.search import IndexHolder, Searcher
 
     settings = _settings(args)
-    embedder = load_embedder(settings.model_path, threads=settings.encoder_threads)
+    embedder = embedder_for(settings)
     holder = IndexHolder(settings.index_dir, embedder)
     holder.refresh()
     searcher = Searcher(settings, embedder, holder)
@@ -149,13 +147,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Index a BEIR-layout dataset and print retrieval metrics per mode."""
-    from service.embedding import load_embedder
+    from service.embedding import embedder_for
     from service.evaluation import MODES, evaluate, table
 
     settings = _settings(args)
-    embedder = load_embedder(
-        settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size
-    )
+    embedder = embedder_for(settings)
     modes = [args.mode] if args.mode else list(MODES)
     result = evaluate(
         args.dataset,

@@ -167,7 +167,8 @@ def load_embedder(
 
 
 def embedder_for(settings: Any) -> Embedder:
-    """The encoder a Settings object configures."""
+    """The encoder a Settings object configures (the one way the service and CLI load it, so
+    `--index` and every GROUNDQA_ encoder setting apply)."""
     return load_embedder(
         settings.model_path,
         threads=settings.encoder_threads,

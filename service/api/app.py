@@ -21,7 +21,7 @@ from service.api.routes import router
 from service.api.state import AppState
 from service.api.web import router as web_router
 from service.config import Settings
-from service.embedding import Embedder, load_embedder
+from service.embedding import Embedder, embedder_for
 from service.errors import (
     DocumentNotFoundError,
     GroundQAError,
@@ -47,9 +47,7 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
     """Load the model and the published build into state (runs off the event loop)."""
     settings = state.settings
     try:
-        state.embedder = embedder or load_embedder(
-            settings.model_path, threads=settings.encoder_threads, batch_size=settings.batch_size
-        )
+        state.embedder = embedder or embedder_for(settings)
     except ModelLoadError as exc:
         state.load_error = str(exc)
         log.error("%s", exc)
