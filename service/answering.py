@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from service.chunking import split_sentences
 from service.citations import Highlight, Passage, highlight, passages
 from service.config import Mode
 from service.keyword import KeywordIndex, tokenize
-from service.models import Hit
+from service.models import Chunk, Hit, Span
 from service.search import Searcher
 
 ABSTAIN_TEXT = "The indexed sources do not answer this question."
@@ -36,55 +37,71 @@ class ScoredHighlight:
     score: float
 
 
-def score_sentences(
-    question: str, hits: Sequence[Hit], keyword: KeywordIndex
-) -> list[list[ScoredHighlight]]:
-    """Every sentence of every hit scored by the share of the question's IDF mass it contains.
+@dataclass(frozen=True, slots=True)
+class Sentences:
+    """A passage's sentence spans and the keyword terms of each sentence."""
+
+    spans: tuple[Span, ...]
+    terms: tuple[frozenset[str], ...]
+
+
+# A pure function of the passage text; popular passages come back for many questions.
+@lru_cache(maxsize=4096)
+def sentences_of(text: str) -> Sentences:
+    """Split text into sentences and tokenise each as the keyword index does."""
+    spans = tuple(split_sentences(text))
+    terms = tokenize([text[s.start : s.end] for s in spans])
+    return Sentences(spans, tuple(frozenset(t) for t in terms))
+
+
+def prefetch_sentences(chunks: Sequence[Chunk]) -> None:
+    """Split and tokenise passages ahead of `score_sentences` (a Searcher prefetch hook)."""
+    for chunk in chunks:
+        sentences_of(chunk.text)
+
+
+def best_sentences(
+    terms: Sequence[str], hits: Sequence[Hit], keyword: KeywordIndex
+) -> list[ScoredHighlight | None]:
+    """The sentence of each hit holding the largest share of the question's IDF mass (the
+    first of equals), or None for a hit without sentences.
 
     Measured on SQuAD, this lexical score picks the answer sentence as often as dense sentence
     similarity combined with it, at a fraction of the cost (no encoder call per request).
     """
-    spans = [split_sentences(hit.chunk.text) for hit in hits]
-    texts = [
-        hit.chunk.text[s.start : s.end] for hit, ss in zip(hits, spans, strict=True) for s in ss
-    ]
-    if not texts:
-        return [[] for _ in hits]
-    terms = set(tokenize([question])[0])
-    weights = keyword.idf(sorted(terms))
+    question_terms = frozenset(terms)
+    weights = keyword.idf(sorted(question_terms))
     total = sum(weights.values())
-    sentence_terms = tokenize(texts)
-    scored: list[list[ScoredHighlight]] = []
-    i = 0
-    for rank, (hit, ss) in enumerate(zip(hits, spans, strict=True), start=1):
-        row = []
-        for span in ss:
-            found = terms.intersection(sentence_terms[i])
-            score = sum(weights.get(t, 0.0) for t in found) / total if total else 0.0
-            row.append(ScoredHighlight(rank, highlight(hit.chunk, span), score))
-            i += 1
-        scored.append(row)
-    return scored
+    best: list[ScoredHighlight | None] = []
+    for rank, hit in enumerate(hits, start=1):
+        analysed = sentences_of(hit.chunk.text)
+        if not analysed.spans:
+            best.append(None)
+            continue
+        mass = [sum(weights.get(t, 0.0) for t in question_terms & s) for s in analysed.terms]
+        i = max(range(len(mass)), key=mass.__getitem__)
+        score = mass[i] / total if total else 0.0
+        best.append(ScoredHighlight(rank, highlight(hit.chunk, analysed.spans[i]), score))
+    return best
 
 
-def best_highlights(scored: list[list[ScoredHighlight]]) -> list[tuple[Highlight, ...]]:
+def best_highlights(best: Sequence[ScoredHighlight | None]) -> list[tuple[Highlight, ...]]:
     """The best sentence of each passage, as that passage's highlights."""
-    return [(max(row, key=lambda s: s.score).highlight,) if row else () for row in scored]
+    return [(b.highlight,) if b else () for b in best]
 
 
 def compose_answer(
-    scored: list[list[ScoredHighlight]], grounded: bool, margin: float = 0.05
+    best: Sequence[ScoredHighlight | None], grounded: bool, margin: float = 0.05
 ) -> Answer:
     """Quote the best highlight, and a runner-up from another passage when nearly as good."""
     if not grounded:
         return Answer(text=ABSTAIN_TEXT, grounded=False, citations=())
-    best = [max(row, key=lambda s: s.score) for row in scored if row]
-    if not best:
+    ranked = sorted((b for b in best if b), key=lambda s: -s.score)
+    if not ranked:
         return Answer(text=ABSTAIN_TEXT, grounded=False, citations=())
-    best.sort(key=lambda s: -s.score)
-    chosen = [best[0]]
-    for cand in best[1:]:
-        if len(chosen) >= MAX_ANSWER_SENTENCES or cand.score < best[0].score - margin:
+    chosen = [ranked[0]]
+    for cand in ranked[1:]:
+        if len(chosen) >= MAX_ANSWER_SENTENCES or cand.score < ranked[0].score - margin:
             break
         if cand.highlight.text not in {c.highlight.text for c in chosen}:
             chosen.append(cand)
@@ -120,15 +137,17 @@ def ask(
 ) -> AskResult:
     """Search, highlight, cite and answer one question."""
     started = time.perf_counter()
-    result = searcher.search(question, top_k=top_k, mode=mode, sources=sources)
+    result = searcher.search(
+        question, top_k=top_k, mode=mode, sources=sources, prefetch=prefetch_sentences
+    )
     t0 = time.perf_counter()
-    scored = score_sentences(question, result.hits, result.index.keyword)
+    best = best_sentences(result.terms, result.hits, result.index.keyword)
     grounded = is_grounded(result.hits, searcher.settings.abstain_threshold)
-    answer = compose_answer(scored, grounded)
+    answer = compose_answer(best, grounded)
     timings = dict(result.timings, answer_ms=(time.perf_counter() - t0) * 1000)
     return AskResult(
         question=question,
-        passages=passages(result.hits, best_highlights(scored)),
+        passages=passages(result.hits, best_highlights(best)),
         answer=answer,
         build_id=result.build_id,
         model=searcher.embedder.model_id,

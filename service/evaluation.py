@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from service.answering import best_highlights, score_sentences
+from service.answering import best_highlights, best_sentences
 from service.config import Mode, Settings
 from service.embedding import Embedder
 from service.indexing import Builder
@@ -149,8 +149,8 @@ def _score_mode(
             answers = dataset.answers.get(qid, [])
             first += _contains(result.hits[0].chunk.text, answers)
             top5 += any(_contains(h.chunk.text, answers) for h in result.hits[:5])
-            scored = score_sentences(question, result.hits[:1], result.index.keyword)
-            marks = best_highlights(scored)[0]
+            best = best_sentences(result.terms, result.hits[:1], result.index.keyword)
+            marks = best_highlights(best)[0]
             highlight += bool(marks) and _contains(marks[0].text, answers)
     seconds = time.perf_counter() - started
     n = max(len(queries), 1)

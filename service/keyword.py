@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 import bm25s
 import numpy as np
 import numpy.typing as npt
+from bm25s.stopwords import STOPWORDS_EN
 
 # bm25s logs every index build at DEBUG through a handler of its own.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # Part of the index fingerprint: changing how text is tokenised must rebuild the index.
 KEYWORD_VERSION = "bm25s-en-stem-v1"
+
+
+# bm25s.tokenize's defaults (its token pattern, lower-casing, English stop words dropped
+# before stemming), without its per-call progress bars and vocabulary bookkeeping: a question
+# tokenises in microseconds instead of about half a millisecond. A test keeps the two equal.
+_WORDS = re.compile(r"(?u)\b\w\w+\b").findall
+_STOPWORDS = frozenset(STOPWORDS_EN)
 
 
 @cache
@@ -26,12 +35,16 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
+# Snowball costs about a microsecond a word; a query's passages repeat most of their words.
+@lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    stem: str = _stemmer().stemWord(word)
+    return stem
+
+
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """Lower-cased, stop-word-free, stemmed word lists."""
-    tokens: list[list[str]] = bm25s.tokenize(
-        list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
-    )
-    return tokens
+    """Lower-cased, stop-word-free, stemmed word lists (what bm25s.tokenize returns)."""
+    return [[_stem(w) for w in _WORDS(text.lower()) if w not in _STOPWORDS] for text in texts]
 
 
 class KeywordIndex:
@@ -66,11 +79,12 @@ class KeywordIndex:
         retriever = bm25s.BM25.load(str(folder), mmap=True)
         return cls(retriever, size)
 
-    def scores(self, question: str) -> npt.NDArray[np.float32]:
-        """BM25 score of every row (zeros when no question term is indexed)."""
+    def scores(self, terms: Sequence[str]) -> npt.NDArray[np.float32]:
+        """BM25 score of every row for a question's `tokenize`d terms (zeros when none is
+        indexed)."""
         if not self.size:
             return np.zeros(0, dtype=np.float32)
-        ids = self._retriever.get_tokens_ids(tokenize([question])[0])
+        ids = self._retriever.get_tokens_ids(list(terms))
         if not ids:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._retriever.get_scores_from_ids(ids), dtype=np.float32)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from service.batching import MicroBatcher, available_cores
 from service.config import Mode, Settings
 from service.embedding import Embedder
 from service.errors import IndexIncompatibleError, IndexNotBuiltError
-from service.keyword import KeywordIndex
-from service.models import Hit
+from service.keyword import KeywordIndex, tokenize
+from service.models import Chunk, Hit
 from service.store import (
     CHUNKS_DB,
     KEYWORD_DIR,
@@ -125,44 +126,57 @@ class SearchResult:
     build_id: str
     index: LoadedIndex
     query_vector: npt.NDArray[np.float32]
+    terms: tuple[str, ...]  # the question as the keyword index tokenises it
     timings: dict[str, float]
 
 
-def rrf(rankings: Sequence[tuple[npt.NDArray[np.int64], float]], k: float) -> dict[int, float]:
+Ranking = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
+
+def _ranked(rows: npt.NDArray[np.int64], fused: npt.NDArray[np.float64]) -> Ranking:
+    """Rows and their fused scores, best first; ties go to the lower row."""
+    order = np.lexsort((rows, -fused))
+    return rows[order], fused[order]
+
+
+def _empty() -> Ranking:
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+
+
+def rrf(rankings: Sequence[tuple[npt.NDArray[np.int64], float]], k: float) -> Ranking:
     """Weighted reciprocal rank fusion: sum of weight / (k + rank) over the rankings."""
-    fused: dict[int, float] = {}
-    for rows, weight in rankings:
-        if weight <= 0:
-            continue
-        for rank, row in enumerate(rows.tolist(), start=1):
-            fused[row] = fused.get(row, 0.0) + weight / (k + rank)
-    return fused
+    active = [(rows, weight) for rows, weight in rankings if weight > 0 and len(rows)]
+    if not active:
+        return _empty()
+    union = np.unique(np.concatenate([rows for rows, _ in active]))
+    fused = np.zeros(len(union), dtype=np.float64)
+    for rows, weight in active:
+        ranks = np.arange(1, len(rows) + 1, dtype=np.float64)
+        np.add.at(fused, np.searchsorted(union, rows), weight / (k + ranks))
+    return _ranked(union, fused)
 
 
 def zscore_fusion(
     runs: Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], float]],
-) -> dict[int, float]:
+) -> Ranking:
     """Weighted sum of z-normalised scores over the union of each retriever's candidates.
 
     Each run's scores are standardised over its own candidate list; a candidate that a run did
     not return gets that run's lowest standardised score. Unlike rank fusion this keeps how far
     ahead a clear winner is, which measured better on SciFact and SQuAD (see README).
     """
-    fused: dict[int, float] = {}
-    normalised = []
-    for rows, scores, weight in runs:
-        if weight <= 0 or len(rows) == 0:
-            continue
+    active = [(rows, scores, weight) for rows, scores, weight in runs if weight > 0 and len(rows)]
+    if not active:
+        return _empty()
+    union = np.unique(np.concatenate([rows for rows, _, _ in active]))
+    fused = np.zeros(len(union), dtype=np.float64)
+    for rows, scores, weight in active:
         values = scores.astype(np.float64)
         z = (values - values.mean()) / max(float(values.std()), 1e-9)
-        normalised.append((rows.tolist(), z.tolist(), float(z.min()), weight))
-        for row in rows.tolist():
-            fused.setdefault(row, 0.0)
-    for rows, z, floor, weight in normalised:
-        by_row = dict(zip(rows, z, strict=True))
-        for row in fused:
-            fused[row] += weight * by_row.get(row, floor)
-    return fused
+        column = np.full(len(union), z.min(), dtype=np.float64)
+        column[np.searchsorted(union, rows)] = z
+        fused += weight * column
+    return _ranked(union, fused)
 
 
 def _top(scores: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.int64]:
@@ -186,6 +200,18 @@ def _search_threads(threads: int) -> None:
         _THREADS.faiss = threads
 
 
+@dataclass(frozen=True, slots=True)
+class _KeywordRun:
+    """BM25 scores of every row, its best rows, and the chunks of the first of them."""
+
+    scores: npt.NDArray[np.float32]
+    rows: npt.NDArray[np.int64]
+    chunks: dict[int, Chunk]
+
+
+Prefetch = Callable[[Sequence[Chunk]], object]
+
+
 class Searcher:
     """Answers questions against whatever build the holder serves."""
 
@@ -203,6 +229,24 @@ class Searcher:
                 max_texts=settings.micro_batch,
                 workers=settings.encoder_workers or available_cores(),
             )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _keyword_pool(self) -> ThreadPoolExecutor:
+        """Threads that run keyword retrieval while the caller's thread encodes the question."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max(2, self.settings.ask_concurrency), thread_name_prefix="groundqa-keyword"
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the keyword threads (a later search starts them again)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
 
     def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Vectors of texts, encoded together with those of concurrent requests."""
@@ -210,19 +254,47 @@ class Searcher:
             return self.embedder.embed(texts)
         return self._batcher.embed(texts)
 
-    def embed_question(self, question: str) -> npt.NDArray[np.float32]:
-        """The question's vector, from a small LRU cache when asked before."""
+    def _cached_vector(self, question: str) -> npt.NDArray[np.float32] | None:
         with self._cache_lock:
             vector = self._cache.get(question)
             if vector is not None:
                 self._cache.move_to_end(question)
-                return vector
+            return vector
+
+    def embed_question(self, question: str) -> npt.NDArray[np.float32]:
+        """The question's vector, from a small LRU cache when asked before."""
+        vector = self._cached_vector(question)
+        if vector is not None:
+            return vector
         vector = np.asarray(self._encode([question])[0], dtype=np.float32)
         with self._cache_lock:
             self._cache[question] = vector
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vector
+
+    @staticmethod
+    def _keyword(
+        index: LoadedIndex,
+        terms: Sequence[str],
+        depth: int,
+        allowed: npt.NDArray[np.int64] | None,
+        prefetch: Prefetch | None,
+        top_k: int,
+    ) -> _KeywordRun:
+        """BM25 retrieval, then the chunks of its first 2 * top_k rows handed to prefetch: most
+        fused hits are among them, so their per-passage work is done before it is needed."""
+        scores = index.keyword.scores(terms)
+        if allowed is not None:
+            mask = np.zeros_like(scores)
+            mask[allowed] = 1.0
+            scores = scores * mask
+        rows = _top(scores, depth)
+        chunks: dict[int, Chunk] = {}
+        if prefetch is not None and len(rows):
+            chunks = index.chunks.chunks(rows[: 2 * top_k].tolist())
+            prefetch(list(chunks.values()))
+        return _KeywordRun(scores, rows, chunks)
 
     def search(
         self,
@@ -231,70 +303,86 @@ class Searcher:
         top_k: int,
         mode: Mode | None = None,
         sources: Sequence[str] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> SearchResult:
-        """The top_k chunks for question, best first, from one consistent build."""
+        """The top_k chunks for question, best first, from one consistent build.
+
+        `prefetch` is called, on another thread, with chunks likely to be among the hits.
+        """
         index = self.holder.current
         _search_threads(self.settings.search_threads)
         mode = mode or self.settings.mode
         timings: dict[str, float] = {}
+        started = time.perf_counter()
+        terms = tuple(tokenize([question])[0])
+        allowed = index.chunks.rows_matching(sources) if sources else None
+        depth = max(top_k, self.settings.candidates)
+        keyword_args = (index, terms, depth, allowed, prefetch, top_k)
+        # Encoding a new question is most of an ask and runs outside the GIL; keyword
+        # retrieval runs on another core meanwhile. A cached vector needs no second thread.
+        job: Future[_KeywordRun] | None = None
+        keyword: _KeywordRun | None = None
+        if mode != "dense":
+            if self._cached_vector(question) is None:
+                job = self._keyword_pool().submit(self._keyword, *keyword_args)
+            else:
+                keyword = self._keyword(*keyword_args)
+
         t0 = time.perf_counter()
         query = self.embed_question(question)
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
 
-        t0 = time.perf_counter()
-        allowed = index.chunks.rows_matching(sources) if sources else None
-        depth = max(top_k, self.settings.candidates)
         dense_rows = np.zeros(0, dtype=np.int64)
         dense_top = np.zeros(0, dtype=np.float32)
-        keyword_rows = np.zeros(0, dtype=np.int64)
-        keyword_scores: npt.NDArray[np.float32] | None = None
-        if mode in ("dense", "hybrid"):
+        if mode != "keyword":
             dense_rows, dense_top = self._dense(index, query, depth, allowed)
-        if mode in ("keyword", "hybrid"):
-            keyword_scores = index.keyword.scores(question)
-            if allowed is not None:
-                mask = np.zeros_like(keyword_scores)
-                mask[allowed] = 1.0
-                keyword_scores = keyword_scores * mask
-            keyword_rows = _top(keyword_scores, depth)
+        if job is not None:
+            keyword = job.result()
 
-        if mode == "dense":
-            ranked = dense_rows[:top_k].tolist()
-            fused = {r: 0.0 for r in ranked}
+        ranked: npt.NDArray[np.int64]
+        fused: npt.NDArray[np.float64]
+        if keyword is None:  # dense
+            ranked, fused = dense_rows[:top_k], dense_top[:top_k].astype(np.float64)
         elif mode == "keyword":
-            ranked = keyword_rows[:top_k].tolist()
-            fused = {r: 0.0 for r in ranked}
+            ranked = keyword.rows[:top_k]
+            fused = np.zeros(len(ranked), dtype=np.float64)
         elif self.settings.fusion == "rrf":
-            fused = rrf(
+            ranked, fused = rrf(
                 [
                     (dense_rows, self.settings.dense_weight),
-                    (keyword_rows, self.settings.keyword_weight),
+                    (keyword.rows, self.settings.keyword_weight),
                 ],
                 self.settings.rrf_k,
             )
-            ranked = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
         else:
-            assert keyword_scores is not None
-            fused = zscore_fusion(
+            ranked, fused = zscore_fusion(
                 [
                     (dense_rows, dense_top, self.settings.dense_weight),
-                    (keyword_rows, keyword_scores[keyword_rows], self.settings.keyword_weight),
+                    (keyword.rows, keyword.scores[keyword.rows], self.settings.keyword_weight),
                 ]
             )
-            ranked = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
-
-        dense_scores = self._dense_scores(index, query, ranked)
-        chunks = index.chunks.chunks(ranked)
+        rows = ranked[:top_k].tolist()
+        dense_scores = self._dense_scores(index, query, rows, dense_rows, dense_top)
+        chunks = dict(keyword.chunks) if keyword is not None else {}
+        missing = [r for r in rows if r not in chunks]
+        if missing:
+            chunks.update(index.chunks.chunks(missing))
         hits = []
-        for row, dense in zip(ranked, dense_scores, strict=True):
-            kw = float(keyword_scores[row]) if keyword_scores is not None else None
-            score = {"dense": dense, "keyword": kw or 0.0}.get(mode, fused[row])
+        for row, dense, fused_score in zip(rows, dense_scores, fused[:top_k].tolist(), strict=True):
+            kw = float(keyword.scores[row]) if keyword is not None else None
+            score = {"dense": dense, "keyword": kw or 0.0}.get(mode, fused_score)
             hits.append(
                 Hit(chunk=chunks[row], score=float(score), dense_score=dense, keyword_score=kw)
             )
-        timings["search_ms"] = (time.perf_counter() - t0) * 1000
+        # Wall time of the ask minus the encoder's: what search adds to the critical path.
+        timings["search_ms"] = (time.perf_counter() - started) * 1000 - timings["embed_ms"]
         return SearchResult(
-            hits=hits, build_id=index.build_id, index=index, query_vector=query, timings=timings
+            hits=hits,
+            build_id=index.build_id,
+            index=index,
+            query_vector=query,
+            terms=terms,
+            timings=timings,
         )
 
     @staticmethod
@@ -317,10 +405,16 @@ class Searcher:
 
     @staticmethod
     def _dense_scores(
-        index: LoadedIndex, query: npt.NDArray[np.float32], rows: list[int]
+        index: LoadedIndex,
+        query: npt.NDArray[np.float32],
+        rows: list[int],
+        known_rows: npt.NDArray[np.int64],
+        known: npt.NDArray[np.float32],
     ) -> list[float]:
-        """Cosine of the question with each row's vector."""
-        if not rows:
-            return []
-        vectors = index.vectors.reconstruct_batch(np.asarray(rows, dtype=np.int64))
-        return [float(s) for s in vectors @ query]
+        """Cosine of the question with each row's vector (from the dense run where it has it)."""
+        scores = dict(zip(known_rows.tolist(), known.tolist(), strict=True))
+        missing = [r for r in rows if r not in scores]
+        if missing:
+            vectors = index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64))
+            scores.update(zip(missing, (vectors @ query).tolist(), strict=True))
+        return [float(scores[r]) for r in rows]

@@ -110,6 +110,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             stop.set()
             for thread in threads:
                 thread.join(timeout=5)
+            if state.searcher is not None:
+                state.searcher.close()
 
     app = FastAPI(
         title="groundqa",

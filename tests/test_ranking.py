@@ -1,0 +1,184 @@
+"""The query path's ranking primitives: the keyword tokeniser and the two fusions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import bm25s
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.answering import best_sentences
+from service.config import Settings
+from service.indexing import Builder
+from service.keyword import KeywordIndex, _stemmer, tokenize
+from service.models import Chunk
+from service.search import IndexHolder, Searcher, rrf, zscore_fusion
+from tests.conftest import FakeEmbedder
+
+WORDS = st.sampled_from(
+    ["The", "running", "runs", "cells", "CELL", "of", "x2", "__init__", "straße", "İstanbul", "a"]
+)
+TEXTS = st.lists(
+    st.one_of(
+        st.text(max_size=40),
+        st.lists(WORDS, max_size=8).map(" ".join),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXTS)
+def test_tokenize_equals_bm25s(texts: list[str]) -> None:
+    expected = bm25s.tokenize(
+        texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
+    )
+    assert tokenize(texts) == expected
+
+
+def test_tokenize_example() -> None:
+    assert tokenize(["The cells were RUNNING; a cell runs.", ""]) == [
+        ["cell", "were", "run", "cell", "run"],  # bm25s drops only 33 stop words
+        [],
+    ]
+
+
+def test_keyword_scores_take_tokenised_terms() -> None:
+    index = KeywordIndex.build(["red apples grow", "green pears", "apples and apples"])
+    scores = index.scores(tokenize(["Apples?"])[0])
+    assert scores[1] == 0.0
+    assert scores[0] > 0.0 and scores[2] > scores[0]
+    assert not index.scores(["zebra"]).any()
+    assert not index.scores([]).any()
+
+
+def _ints(values: list[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64)
+
+
+def _floats(values: list[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
+
+
+def test_zscore_fusion_hand_computed() -> None:
+    # dense: rows 7, 3, 5 with scores 3, 2, 1 -> z = 1.2247, 0, -1.2247
+    # keyword: rows 5, 9 with scores 4, 2 -> z = 1, -1; rows 7 and 3 get keyword's floor -1,
+    # row 9 gets dense's floor -1.2247.
+    rows, fused = zscore_fusion(
+        [
+            (_ints([7, 3, 5]), _floats([3.0, 2.0, 1.0]), 0.5),
+            (_ints([5, 9]), _floats([4.0, 2.0]), 0.5),
+        ]
+    )
+    z = np.sqrt(1.5)
+    expected = {7: 0.5 * z - 0.5, 3: -0.5, 5: -0.5 * z + 0.5, 9: -0.5 * z - 0.5}
+    assert rows.tolist() == [7, 5, 3, 9]
+    assert fused.tolist() == pytest.approx([expected[r] for r in rows.tolist()])
+
+
+def test_zscore_fusion_ties_go_to_the_lower_row_and_zero_weight_is_ignored() -> None:
+    rows, fused = zscore_fusion(
+        [
+            (_ints([4, 2]), _floats([1.0, 1.0]), 1.0),
+            (_ints([8]), _floats([9.0]), 0.0),
+        ]
+    )
+    assert rows.tolist() == [2, 4]
+    assert fused.tolist() == [0.0, 0.0]
+
+
+def test_zscore_fusion_of_nothing_is_empty() -> None:
+    rows, fused = zscore_fusion([(_ints([]), _floats([]), 1.0)])
+    assert rows.tolist() == [] and fused.tolist() == []
+
+
+def test_rrf_hand_computed() -> None:
+    rows, fused = rrf([(_ints([1, 2]), 1.0), (_ints([2, 3]), 0.5)], k=10)
+    expected = {1: 1 / 11, 2: 1 / 12 + 0.5 / 11, 3: 0.5 / 12}
+    assert rows.tolist() == [2, 1, 3]
+    assert fused.tolist() == pytest.approx([expected[r] for r in rows.tolist()])
+
+
+# --- one search: keyword retrieval beside the encoder, prefetch, exact fusion -----------------
+
+DOCS = {
+    "cells.txt": "Cells\n\nStem cells divide. Blood cells carry oxygen to the tissues.\n",
+    "stars.txt": "Stars\n\nStars fuse hydrogen into helium. Their cores are very hot.\n",
+    "rivers.txt": "Rivers\n\nRivers carry water to the sea. Deltas form at river mouths.\n",
+    "soil.txt": "Soil\n\nSoil holds water and minerals. Roots take water from the soil.\n",
+}
+
+
+@pytest.fixture
+def searcher(settings: Settings, fake_embedder: FakeEmbedder) -> Iterator[Searcher]:
+    for name, text in DOCS.items():
+        (settings.seeds_dir / name).write_text(text)
+    Builder(settings, fake_embedder).build()
+    holder = IndexHolder(settings.index_dir, fake_embedder)
+    holder.refresh()
+    searcher = Searcher(settings, fake_embedder, holder)
+    yield searcher
+    searcher.close()
+
+
+def reference(searcher: Searcher, question: str, top_k: int) -> list[tuple[int, float]]:
+    """Rows and fused scores computed step by step, one retriever after the other."""
+    index = searcher.holder.current
+    query = searcher.embedder.embed([question])[0]
+    scores, ids = index.vectors.search(query.reshape(1, -1), index.vectors.ntotal)
+    keyword = index.keyword.scores(tokenize([question])[0])
+    keyword_rows = np.flatnonzero(keyword > 0)
+    keyword_rows = keyword_rows[np.argsort(-keyword[keyword_rows], kind="stable")]
+    rows, fused = zscore_fusion(
+        [(ids[0].astype(np.int64), scores[0], 0.5), (keyword_rows, keyword[keyword_rows], 0.5)]
+    )
+    return list(zip(rows[:top_k].tolist(), fused[:top_k].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("question", ["water in the soil", "hot stars", "blood cells oxygen"])
+def test_hybrid_search_equals_the_step_by_step_fusion(searcher: Searcher, question: str) -> None:
+    for _ in range(2):  # a new question (keyword beside the encoder), then a cached vector
+        result = searcher.search(question, top_k=3)
+        expected = reference(searcher, question, 3)
+        chunks = result.index.chunks.chunks([r for r, _ in expected])
+        assert [h.chunk.chunk_id for h in result.hits] == [chunks[r].chunk_id for r, _ in expected]
+        assert [h.score for h in result.hits] == pytest.approx([s for _, s in expected])
+        assert result.terms == tuple(tokenize([question])[0])
+
+
+def test_prefetch_sees_the_keyword_leaders_on_another_thread(searcher: Searcher) -> None:
+    seen: list[tuple[str, list[str]]] = []
+
+    def prefetch(chunks: Sequence[Chunk]) -> None:
+        seen.append((threading.current_thread().name, sorted(c.source for c in chunks)))
+
+    result = searcher.search("water", top_k=1, prefetch=prefetch)
+    ((thread, sources),) = seen
+    assert thread.startswith("groundqa-keyword")
+    assert sources == ["rivers.txt", "soil.txt"]  # the first 2 * top_k keyword rows
+    assert result.hits[0].chunk.source in sources
+    searcher.search("water", top_k=1, prefetch=prefetch)  # cached vector: same thread
+    assert seen[1] == (threading.current_thread().name, sources)
+
+
+def test_dense_mode_calls_no_prefetch(searcher: Searcher) -> None:
+    calls: list[object] = []
+    searcher.search("water", top_k=2, mode="dense", prefetch=calls.append)
+    assert calls == []
+
+
+def test_best_sentences_pick_the_densest_sentence(searcher: Searcher) -> None:
+    result = searcher.search("Where do roots take water from?", top_k=4)
+    best = best_sentences(result.terms, result.hits, result.index.keyword)
+    by_source = {h.chunk.source: b for h, b in zip(result.hits, best, strict=True)}
+    soil = by_source["soil.txt"]
+    assert soil is not None
+    assert soil.highlight.text == "Roots take water from the soil."
+    document = result.index.chunks.text("soil.txt")
+    assert document is not None
+    assert document[soil.highlight.char_start : soil.highlight.char_end] == soil.highlight.text
+    assert by_source["stars.txt"] is None or by_source["stars.txt"].score == 0.0
