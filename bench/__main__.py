@@ -52,13 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, help="questions per ask pass (default 200)")
     parser.add_argument("--seconds", type=float, help="seconds per HTTP load run (default 10)")
     parser.add_argument("--concurrency", default="1,8,32", help="HTTP concurrency levels")
-    parser.add_argument("--ann-size", type=int, help="vectors for ANN (default 100000)")
-    parser.add_argument("--ann-ef", default="32,64,128,256", help="efSearch values to try")
+    parser.add_argument(
+        "--ann-size", type=int, help="vectors for ANN (default 1000000, quick 100000)"
+    )
+    parser.add_argument(
+        "--ann-kinds", default="ivf", help="index types to measure: ivf,hnsw,flat (hnsw: slow)"
+    )
+    parser.add_argument("--ann-nprobe", default="8,16,48,128", help="IVF nprobe values to try")
+    parser.add_argument("--ann-ef", default="32,64,128,256", help="HNSW efSearch values to try")
     parser.add_argument(
         "--ann-data",
-        default="clustered",
-        choices=["clustered", "random"],
-        help="synthetic vectors: clustered like embeddings, or iid random",
+        default="real",
+        choices=["real", "clustered", "random"],
+        help="real: the served SciFact index's embeddings drawn with noise (clustered when "
+        "there is none); clustered: synthetic mixture; random: iid",
     )
     parser.add_argument("--ndcg-encoders", default="onnx,onnx-int8")
     parser.add_argument(
@@ -139,16 +146,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             )
     if "ann" in sections:
+        real = None
+        data_kind = args.ann_data
+        if data_kind == "real":
+            served = args.index or work / f"scifact-{args.serve_docs or 5183}" / "index"
+            real = suite.served_vectors(served)
+            if real is None:
+                suite.log(f"ann: no index at {served}; using clustered synthetic vectors")
+                data_kind = "clustered"
         rows += suite.timed(
             "ann",
             lambda: suite.bench_ann(
-                args.ann_size or (10_000 if quick else 100_000),
-                200,
-                [int(e) for e in args.ann_ef.split(",")],
-                32,
-                80,
+                args.ann_size or (100_000 if quick else 1_000_000),
+                1000,
+                args.ann_kinds.split(","),
+                {
+                    "ivf": [int(n) for n in args.ann_nprobe.split(",")],
+                    "hnsw": [int(e) for e in args.ann_ef.split(",")],
+                },
                 work,
-                args.ann_data,
+                data_kind,
+                real,
             ),
         )
     if "ndcg" in sections:

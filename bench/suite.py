@@ -205,7 +205,7 @@ def bench_ask(
     from sentence_transformers import SentenceTransformer
 
     from bench.baseline_app import published_vectors
-    from service.answering import ask
+    from service.answering import ask, sentences_of
     from service.config import Settings
     from service.embedding import load_embedder
     from service.search import IndexHolder, Searcher
@@ -232,6 +232,7 @@ def bench_ask(
         holder = IndexHolder(index_dir, embedder)
         holder.refresh()
         searcher = Searcher(settings, embedder, holder)  # empty caches
+        sentences_of.cache_clear()
         base: list[float] = []
         for question in questions:
             t0 = time.perf_counter()
@@ -415,19 +416,31 @@ def bench_http(
 
 
 def synthetic_vectors(
-    size: int, queries: int, dim: int, kind: str, rng: np.random.Generator
+    size: int,
+    queries: int,
+    dim: int,
+    kind: str,
+    rng: np.random.Generator,
+    real: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors: iid random (no structure: the worst case for any graph index), or
+    """Unit vectors and queries: iid random (no structure: the worst case for any index),
     clustered like text embeddings (points near one of size/100 centres; queries are fresh
-    points of the same mixture)."""
+    points of the same mixture), or real (rows of `real`, an index's embeddings, drawn with
+    replacement plus noise of norm ~0.6; queries are other noisy draws)."""
     import faiss
 
+    if kind == "real" and real is None:
+        raise ValueError("real vectors requested but none given")
     centres = rng.standard_normal((max(1, size // 100), dim), dtype=np.float32)
     faiss.normalize_L2(centres)
 
     def sample(n: int) -> np.ndarray:
         if kind == "random":
             block = rng.standard_normal((n, dim), dtype=np.float32)
+        elif kind == "real":
+            assert real is not None
+            block = real[rng.integers(0, len(real), n)]
+            block = block + rng.standard_normal((n, dim), dtype=np.float32) * 0.03
         else:
             block = centres[rng.integers(0, len(centres), n)]
             block = block + rng.standard_normal((n, dim), dtype=np.float32) * 0.04
@@ -443,19 +456,24 @@ def synthetic_vectors(
 def bench_ann(
     size: int,
     queries: int,
-    ef_values: Sequence[int],
-    m: int,
-    ef_construction: int,
+    kinds: Sequence[str],
+    breadths: dict[str, Sequence[int]],
     work: Path,
-    kind: str = "clustered",
+    data_kind: str = "clustered",
+    real: np.ndarray | None = None,
 ) -> list[Row]:
+    """groundqa's own vector indexes (service.store: the build's code) against exact float32
+    flat search over the same vectors: build time, size, recall@10 and p50 per search breadth."""
     import faiss
 
-    dim = 384
-    data, query = synthetic_vectors(size, queries, dim, kind, np.random.default_rng(0))
+    from service.config import Settings
+    from service.store import VECTORS, load_vectors, write_vectors
+
+    dim = 384 if real is None else real.shape[1]
+    data, query = synthetic_vectors(size, queries, dim, data_kind, np.random.default_rng(0), real)
     threads = faiss.omp_get_max_threads()
 
-    log(f"ann: flat over {size} vectors")
+    log(f"ann: exact float32 flat over {size} {data_kind} vectors")
     t0 = time.perf_counter()
     flat = faiss.IndexFlatIP(dim)
     flat.add(data)
@@ -463,72 +481,86 @@ def bench_ann(
     _, truth = flat.search(query, 10)
     faiss.omp_set_num_threads(1)  # one query, one thread: what a request gets under load
     flat_ms = []
-    for q in query:
+    for q in query[:200]:
         t0 = time.perf_counter()
-        flat.search(q.reshape(1, -1), 10)
+        flat.search(q.reshape(1, -1), 100)
         flat_ms.append((time.perf_counter() - t0) * 1000)
-
-    log(f"ann: HNSW M={m} efConstruction={ef_construction} over {size} vectors")
+    flat_mb = size * dim * 4 / 2**20
+    del flat
     faiss.omp_set_num_threads(threads)
-    t0 = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = ef_construction
-    hnsw.add(data)
-    hnsw_build = time.perf_counter() - t0
-    sizes = {}
-    for name, index in (("flat", flat), ("hnsw", hnsw)):
-        path = work / f"ann-{name}.faiss"
-        faiss.write_index(index, str(path))
-        sizes[name] = path.stat().st_size / 2**20
-        path.unlink()
 
-    rows = [
-        Row(
-            "ann",
-            f"build time, {size} x {dim} {kind}",
-            "s",
-            [hnsw_build],
-            [flat_build],
-            note=f"HNSW M={m}, efConstruction={ef_construction}, 2 cores",
-        ),
-        Row(
-            "ann",
-            "index size",
-            "MB",
-            [sizes["hnsw"]],
-            [sizes["flat"]],
-            note="file size = resident size once loaded",
-        ),
-    ]
-    faiss.omp_set_num_threads(1)
-    for ef in ef_values:
-        hnsw.hnsw.efSearch = ef
-        _, found = hnsw.search(query, 10)
-        recall = float(
-            np.mean(
-                [
-                    len(set(a) & set(b)) / 10
-                    for a, b in zip(found.tolist(), truth.tolist(), strict=True)
-                ]
-            )
+    rows: list[Row] = []
+    for kind in kinds:
+        folder = work / f"ann-{kind}"
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = Settings(_env_file=None, ann=kind)
+        log(f"ann: groundqa {kind} over {size} vectors")
+        t0 = time.perf_counter()
+        write_vectors(folder, data, settings)  # train, add and write, as a build does
+        build = time.perf_counter() - t0
+        index = load_vectors(folder)  # memory-mapped, as the server loads it
+        size_mb = (folder / VECTORS).stat().st_size / 2**20
+        rows.append(
+            Row("ann", f"{kind}: build, {size} x {dim} {data_kind}", "s", [build], [flat_build])
         )
-        ms = []
-        for q in query:
-            t0 = time.perf_counter()
-            hnsw.search(q.reshape(1, -1), 10)
-            ms.append((time.perf_counter() - t0) * 1000)
         rows.append(
             Row(
                 "ann",
-                f"search p50, efSearch={ef}",
-                "ms",
-                [float(np.median(ms))],
-                [float(np.median(flat_ms))],
-                note=f"recall@10 vs exact {recall:.4f} ({queries} {kind} queries)",
+                f"{kind}: index size",
+                "MB",
+                [size_mb],
+                [flat_mb],
+                note="the file is memory-mapped: one copy per machine, shared by every worker",
             )
         )
-    faiss.omp_set_num_threads(threads)
+        faiss.omp_set_num_threads(1)
+        for breadth in breadths.get(kind, [0]):
+            label = ""
+            if kind == "ivf":
+                index.nprobe = breadth
+                label = f", nprobe={breadth} of {index.nlist}"
+            elif kind == "hnsw":
+                index.hnsw.efSearch = breadth
+                label = f", efSearch={breadth}"
+            _, found = index.search(query, 10)
+            recall = float(
+                np.mean(
+                    [
+                        len(set(a) & set(b)) / 10
+                        for a, b in zip(found.tolist(), truth.tolist(), strict=True)
+                    ]
+                )
+            )
+            ms = []
+            for q in query[:200]:
+                t0 = time.perf_counter()
+                index.search(q.reshape(1, -1), 100)  # the depth a hybrid ask asks for
+                ms.append((time.perf_counter() - t0) * 1000)
+            rows.append(
+                Row(
+                    "ann",
+                    f"{kind}: search p50, k=100{label}",
+                    "ms",
+                    [float(np.median(ms))],
+                    [float(np.median(flat_ms))],
+                    note=f"recall@10 vs exact float32 {recall:.4f} ({queries} queries)",
+                )
+            )
+        faiss.omp_set_num_threads(threads)
+        del index
+        remove(folder)
     return rows
+
+
+def served_vectors(index_dir: Path) -> np.ndarray | None:
+    """The embeddings of a built groundqa index, for realistic ANN data; None if unbuilt."""
+    from service.store import build_path, load_vectors, read_pointer
+
+    build_id = read_pointer(index_dir) if index_dir.is_dir() else None
+    if build_id is None:
+        return None
+    vectors = load_vectors(build_path(index_dir, build_id))
+    return np.asarray(vectors.reconstruct_n(0, vectors.ntotal), dtype=np.float32)
 
 
 # --- nDCG ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Mode = Literal["hybrid", "dense", "keyword"]
 Encoder = Literal["torch", "onnx", "onnx-int8"]
-Ann = Literal["auto", "flat", "hnsw"]
+Ann = Literal["auto", "flat", "ivf", "hnsw"]
 
 
 def _split_csv(value: object) -> object:
@@ -42,11 +42,10 @@ class Settings(BaseSettings):
     encoder_threads: int = Field(
         0,
         ge=0,
-        description="Threads per encoder call; 0 = auto (torch: all cores; onnx: 1, with "
-        "encoder_workers calls running at once).",
+        description="Threads per encoder call; 0 = 1, with encoder_workers calls running at once.",
     )
     encoder_workers: int = Field(
-        0, ge=0, description="ONNX encoder calls run at once (batches, requests); 0 = one per core."
+        0, ge=0, description="Encoder calls run at once (batches, requests); 0 = one per core."
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Embedding batch size.")
     micro_batch: int = Field(
@@ -62,10 +61,14 @@ class Settings(BaseSettings):
         8, ge=1, le=256, description="Asks computed at once; more wait their turn in the server."
     )
     ann: Ann = Field(
-        "auto", description="Vector index: flat (exact), hnsw (approximate) or auto by size."
+        "auto",
+        description="Vector index: flat (exact), ivf or hnsw (approximate), or auto by size.",
     )
     ann_threshold: int = Field(
-        200_000, ge=1, description="With ann=auto, chunk count from which HNSW is used."
+        100_000, ge=1, description="With ann=auto, chunk count from which IVF is used."
+    )
+    ivf_nprobe: int = Field(
+        48, ge=1, le=65536, description="IVF lists searched per question (of 4 x sqrt(chunks))."
     )
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(128, ge=1, le=4096, description="HNSW search breadth.")

@@ -23,7 +23,13 @@ import numpy as np
 
 from service.batching import available_cores
 from service.chunking import Tokenizer
-from service.embedding import HFTokenizer, Vectors, _check_model_folder, model_fingerprint
+from service.embedding import (
+    HFTokenizer,
+    Vectors,
+    _check_model_folder,
+    length_batches,
+    model_fingerprint,
+)
 from service.errors import ModelLoadError
 
 # Bump when the exported graph changes (inputs, pooling, opset): old caches are then ignored.
@@ -34,7 +40,6 @@ INT8_FILE = "model-int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "sentence_embedding"
 INT8_SUFFIX = "+onnx-int8"
-MAX_BATCH_TOKENS = 2048  # padded tokens per run: bounds activation memory
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
@@ -177,29 +182,6 @@ def _read_max_seq_length(path: Path) -> int:
     return 512
 
 
-def _batches(
-    order: list[int], lengths: list[int], size: int, max_tokens: int = MAX_BATCH_TOKENS
-) -> list[list[int]]:
-    """Cut rows sorted by decreasing length into batches of at most `size` rows and
-    `max_tokens` padded tokens whose padding adds at most a quarter to their real tokens (the
-    compute is per padded token; ONNX Runtime keeps the largest batch's memory)."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    real = 0
-    for i in order:
-        padded = (len(batch) + 1) * lengths[batch[0]] if batch else 0
-        if batch and (
-            len(batch) >= size or padded > max_tokens or padded > 1.25 * (real + lengths[i])
-        ):
-            batches.append(batch)
-            batch, real = [], 0
-        batch.append(i)
-        real += lengths[i]
-    if batch:
-        batches.append(batch)
-    return batches
-
-
 class OnnxEmbedder:
     """Embedder protocol over an ONNX Runtime session of the exported model.
 
@@ -297,7 +279,7 @@ class OnnxEmbedder:
             return out
         # Longest first, like sentence-transformers: batches pad to similar lengths.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        batches = _batches(order, [len(i) for i in ids], self.batch_size)
+        batches = length_batches(order, [len(i) for i in ids], self.batch_size)
         result = np.empty((len(ids), self.dim), dtype=np.float32)
         if self.workers == 1 or len(batches) == 1:
             done: Iterator[tuple[Vectors, Sequence[int]]] = (self._run(ids, b) for b in batches)

@@ -381,7 +381,7 @@ class Builder:
 
         progress("writing", 0.8)
         t0 = time.perf_counter()
-        write_vectors(tmp, vectors)
+        write_vectors(tmp, vectors, self.settings)
         KeywordIndex.build([c.text for c in ordered]).save(tmp / KEYWORD_DIR)
         seeds_by_source = {f.source: f for f in files}
         manifest = {

@@ -180,12 +180,26 @@ def zscore_fusion(
 
 
 def _top(scores: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.int64]:
-    """Rows of the n highest positive scores, best first."""
+    """Positions of the n highest positive scores, best first (ties: lower position first)."""
     n = min(n, int(np.count_nonzero(scores > 0)))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     part = np.argpartition(-scores, n - 1)[:n]
-    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
+    return part[np.lexsort((part, -scores[part]))].astype(np.int64)
+
+
+# Filters of up to this many rows are scored exactly on an approximate index (25 MB of vectors).
+EXACT_FILTER_ROWS = 16_384
+
+
+def _filter_params(index: faiss.Index, selector: Any) -> Any:
+    """Search parameters restricted to selector, of the type the index requires (IVF rejects
+    the generic one), keeping the index's own search breadth."""
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)  # type: ignore[call-arg]
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)  # type: ignore[attr-defined]
+    return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
 
 _THREADS = threading.local()
@@ -202,11 +216,19 @@ def _search_threads(threads: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _KeywordRun:
-    """BM25 scores of every row, its best rows, and the chunks of the first of them."""
+    """BM25's best rows with their scores, every matching row, and prefetched chunks."""
 
-    scores: npt.NDArray[np.float32]
     rows: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+    matched: npt.NDArray[np.int64]  # ascending
+    matched_scores: npt.NDArray[np.float32]
     chunks: dict[int, Chunk]
+
+    def score(self, row: int) -> float:
+        """BM25 score of any row (0 when it contains no question term)."""
+        i = int(np.searchsorted(self.matched, row))
+        found = i < len(self.matched) and self.matched[i] == row
+        return float(self.matched_scores[i]) if found else 0.0
 
 
 Prefetch = Callable[[Sequence[Chunk]], object]
@@ -284,17 +306,17 @@ class Searcher:
     ) -> _KeywordRun:
         """BM25 retrieval, then the chunks of its first 2 * top_k rows handed to prefetch: most
         fused hits are among them, so their per-passage work is done before it is needed."""
-        scores = index.keyword.scores(terms)
+        matched, matched_scores = index.keyword.matches(terms)
         if allowed is not None:
-            mask = np.zeros_like(scores)
-            mask[allowed] = 1.0
-            scores = scores * mask
-        rows = _top(scores, depth)
+            keep = np.isin(matched, allowed)
+            matched, matched_scores = matched[keep], matched_scores[keep]
+        best = _top(matched_scores, depth)
+        rows = matched[best]
         chunks: dict[int, Chunk] = {}
         if prefetch is not None and len(rows):
             chunks = index.chunks.chunks(rows[: 2 * top_k].tolist())
             prefetch(list(chunks.values()))
-        return _KeywordRun(scores, rows, chunks)
+        return _KeywordRun(rows, matched_scores[best], matched, matched_scores, chunks)
 
     def search(
         self,
@@ -358,7 +380,7 @@ class Searcher:
             ranked, fused = zscore_fusion(
                 [
                     (dense_rows, dense_top, self.settings.dense_weight),
-                    (keyword.rows, keyword.scores[keyword.rows], self.settings.keyword_weight),
+                    (keyword.rows, keyword.scores, self.settings.keyword_weight),
                 ]
             )
         rows = ranked[:top_k].tolist()
@@ -369,7 +391,7 @@ class Searcher:
             chunks.update(index.chunks.chunks(missing))
         hits = []
         for row, dense, fused_score in zip(rows, dense_scores, fused[:top_k].tolist(), strict=True):
-            kw = float(keyword.scores[row]) if keyword is not None else None
+            kw = keyword.score(row) if keyword is not None else None
             score = {"dense": dense, "keyword": kw or 0.0}.get(mode, fused_score)
             hits.append(
                 Hit(chunk=chunks[row], score=float(score), dense_score=dense, keyword_score=kw)
@@ -395,13 +417,20 @@ class Searcher:
         """Rows and cosines of the nearest vectors, best first, within allowed rows if given."""
         if index.vectors.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        k = min(depth, index.vectors.ntotal)
+        vectors = index.vectors
+        k = min(depth, vectors.ntotal)
+        approximate = isinstance(vectors, (faiss.IndexIVF, faiss.IndexHNSW))
+        if allowed is not None and approximate and len(allowed) <= EXACT_FILTER_ROWS:
+            # A graph or list walk finds few of a small allowed set; scoring it is exact.
+            scores = vectors.reconstruct_batch(allowed) @ query
+            best = np.argsort(-scores, kind="stable")[:k]
+            return allowed[best], scores[best].astype(np.float32)
         params = None
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
-        scores, ids = index.vectors.search(query.reshape(1, -1), k, params=params)
+            params = _filter_params(vectors, faiss.IDSelectorBatch(allowed))
+        found_scores, ids = vectors.search(query.reshape(1, -1), k, params=params)
         found = ids[0] >= 0
-        return ids[0][found].astype(np.int64), scores[0][found].astype(np.float32)
+        return ids[0][found].astype(np.int64), found_scores[0][found].astype(np.float32)
 
     @staticmethod
     def _dense_scores(

@@ -6,12 +6,15 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import bm25s
+import faiss
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service import search as search_module
 from service.answering import best_sentences
+from service.chunking import embedding_text
 from service.config import Settings
 from service.indexing import Builder
 from service.keyword import KeywordIndex, _stemmer, tokenize
@@ -54,6 +57,20 @@ def test_keyword_scores_take_tokenised_terms() -> None:
     assert scores[0] > 0.0 and scores[2] > scores[0]
     assert not index.scores(["zebra"]).any()
     assert not index.scores([]).any()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.lists(WORDS, max_size=6).map(" ".join), min_size=1, max_size=12),
+    st.lists(WORDS, max_size=4).map(" ".join),
+)
+def test_keyword_matches_are_the_nonzero_scores(texts: list[str], question: str) -> None:
+    index = KeywordIndex.build(texts)
+    terms = tokenize([question])[0]
+    rows, sums = index.matches(terms)
+    scores = index.scores(terms)
+    assert rows.tolist() == np.flatnonzero(scores).tolist()
+    np.testing.assert_allclose(sums, scores[rows], rtol=1e-6)
 
 
 def _ints(values: list[int]) -> np.ndarray:
@@ -182,3 +199,40 @@ def test_best_sentences_pick_the_densest_sentence(searcher: Searcher) -> None:
     assert document is not None
     assert document[soil.highlight.char_start : soil.highlight.char_end] == soil.highlight.text
     assert by_source["stars.txt"] is None or by_source["stars.txt"].score == 0.0
+
+
+@pytest.mark.parametrize("ann", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("exact_filter_rows", [0, 16_384], ids=["index-filter", "exact-filter"])
+def test_sources_filter_on_every_index_type(
+    settings: Settings,
+    fake_embedder: FakeEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+    ann: str,
+    exact_filter_rows: int,
+) -> None:
+    monkeypatch.setattr(search_module, "EXACT_FILTER_ROWS", exact_filter_rows)
+    config = settings.model_copy(update={"ann": ann})
+    for name, text in DOCS.items():
+        (config.seeds_dir / name).write_text(text)
+    Builder(config, fake_embedder).build()
+    holder = IndexHolder(config.index_dir, fake_embedder)
+    holder.refresh()
+    searcher = Searcher(config, fake_embedder, holder)
+    try:
+        kind = {"flat": faiss.IndexScalarQuantizer, "ivf": faiss.IndexIVF, "hnsw": faiss.IndexHNSW}
+        assert isinstance(holder.current.vectors, kind[ann])
+        result = searcher.search("water", top_k=4, mode="dense", sources=["s*.txt"])
+        assert [h.chunk.source for h in result.hits] == ["soil.txt", "stars.txt"] or [
+            h.chunk.source for h in result.hits
+        ] == ["stars.txt", "soil.txt"]
+        query = fake_embedder.embed(["water"])[0]
+        assert [h.dense_score for h in result.hits] == pytest.approx(
+            sorted((cosine(fake_embedder, h.chunk, query) for h in result.hits), reverse=True),
+            abs=1e-3,
+        )
+    finally:
+        searcher.close()
+
+
+def cosine(embedder: FakeEmbedder, chunk: Chunk, query: np.ndarray) -> float:
+    return float(embedder.embed([embedding_text(chunk)])[0] @ query)
