@@ -7,7 +7,7 @@ from typing import Annotated
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from service.answering import AskResult, ask
 from service.api.schemas import (
@@ -84,8 +84,11 @@ def ask_limiter(state: AppState) -> anyio.CapacityLimiter:
     return limiter
 
 
-async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> AskResponse:
-    """Answer off the event loop: encoding and search are CPU-bound."""
+async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> Response:
+    """Answer off the event loop: encoding and search are CPU-bound.
+
+    The body is validated once, by to_response, and serialised once: FastAPI would validate
+    a returned model a second time against response_model (which still documents it)."""
     result = await anyio.to_thread.run_sync(
         partial(
             ask, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
@@ -94,7 +97,7 @@ async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> AskR
     )
     state.metrics.embed.observe(result.timings.get("embed_ms", 0.0) / 1000)
     state.metrics.search.observe(result.timings.get("search_ms", 0.0) / 1000)
-    return to_response(result)
+    return Response(to_response(result).model_dump_json(), media_type="application/json")
 
 
 @router.post(
@@ -104,7 +107,7 @@ async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> AskR
     dependencies=[ApiKey],
     tags=["ask"],
 )
-async def ask_post(body: AskRequest, state: StateDep, searcher: SearcherDep) -> AskResponse:
+async def ask_post(body: AskRequest, state: StateDep, searcher: SearcherDep) -> Response:
     """Answer a question with ranked, cited passages."""
     return await run_ask(state, searcher, body)
 
@@ -114,7 +117,7 @@ async def ask_post(body: AskRequest, state: StateDep, searcher: SearcherDep) -> 
 )
 async def ask_get(
     params: Annotated[AskQuery, Query()], state: StateDep, searcher: SearcherDep
-) -> AskResponse:
+) -> Response:
     """Answer `q` with ranked, cited passages."""
     body = AskRequest(
         question=params.q, top_k=params.top_k, mode=params.mode, sources=params.sources
