@@ -110,6 +110,8 @@ def test_request_metrics_count_by_route_and_status(built: Settings, client_for: 
     assert client.get("/v1/ask?q=troops").status_code == 200
     assert client.post("/v1/ask", json={"question": "cats"}).status_code == 200
     assert client.post("/v1/ask", json={"question": "cats"}).status_code == 200
+    chat = {"model": "groundqa", "messages": [{"role": "user", "content": "troops"}]}
+    assert client.post("/v1/chat/completions", json=chat).status_code == 200
     assert client.get("/v1/ask?q=").status_code == 422
     assert client.get("/v1/documents/troops.txt").status_code == 200
     assert client.get("/v1/documents/nope.txt").status_code == 404
@@ -132,8 +134,9 @@ def test_request_metrics_count_by_route_and_status(built: Settings, client_for: 
         labels = {"route": route, "method": method, "status": status}
         assert delta(requests, **labels) == count, labels
         assert delta(latency, **labels) == count, labels
-    assert delta("groundqa_question_embed_seconds_count") == 3
-    assert delta("groundqa_search_seconds_count") == 3
+    assert delta(requests, route="/v1/chat/completions", method="POST", status="200") == 1
+    assert delta("groundqa_question_embed_seconds_count") == 4  # three asks and the chat
+    assert delta("groundqa_search_seconds_count") == 4
     assert delta("groundqa_search_seconds_sum") > 0
 
 

@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.answering import AskResult, ask
+from service.answering import AskResult
+from service.api.routes import answer
 from service.api.schemas import QUESTION_MAX
 from service.api.state import ApiKey, SearcherDep, StateDep
 from service.citations import Passage
@@ -298,10 +298,12 @@ def list_models(state: StateDep) -> ModelList:
     },
     dependencies=[ApiKey],
 )
-async def chat_completions(body: ChatCompletionRequest, searcher: SearcherDep) -> Response:
+async def chat_completions(
+    body: ChatCompletionRequest, state: StateDep, searcher: SearcherDep
+) -> Response:
     """Answer the last user message from the indexed sources, with citations."""
     query = search_query(body.messages)
-    result = await run_in_threadpool(ask, searcher, query, top_k=searcher.settings.top_k)
+    result = await answer(state, searcher, query, top_k=searcher.settings.top_k)
     completion = Completion(body, result)
     if not body.stream:
         return JSONResponse(completion.response())

@@ -23,6 +23,7 @@ from service.api.schemas import (
     Ready,
 )
 from service.api.state import Admin, ApiKey, AppState, SearcherDep, StateDep
+from service.config import Mode
 from service.errors import BuildInProgressError, DocumentNotFoundError
 from service.indexing import seeds_plan
 from service.search import Searcher
@@ -84,19 +85,34 @@ def ask_limiter(state: AppState) -> anyio.CapacityLimiter:
     return limiter
 
 
-async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> Response:
-    """Answer off the event loop: encoding and search are CPU-bound.
-
-    The body is validated once, by to_response, and serialised once: FastAPI would validate
-    a returned model a second time against response_model (which still documents it)."""
+async def answer(
+    state: AppState,
+    searcher: Searcher,
+    question: str,
+    *,
+    top_k: int,
+    mode: Mode | None = None,
+    sources: list[str] | None = None,
+) -> AskResult:
+    """Ask off the event loop (encoding and search are CPU-bound), at most
+    settings.ask_concurrency at once, and record the stage timings."""
     result = await anyio.to_thread.run_sync(
-        partial(
-            ask, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
-        ),
+        partial(ask, searcher, question, top_k=top_k, mode=mode, sources=sources),
         limiter=ask_limiter(state),
     )
     state.metrics.embed.observe(result.timings.get("embed_ms", 0.0) / 1000)
     state.metrics.search.observe(result.timings.get("search_ms", 0.0) / 1000)
+    return result
+
+
+async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> Response:
+    """The answer to an ask request as JSON.
+
+    The body is validated once, by to_response, and serialised once: FastAPI would validate
+    a returned model a second time against response_model (which still documents it)."""
+    result = await answer(
+        state, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
+    )
     return Response(to_response(result).model_dump_json(), media_type="application/json")
 
 
