@@ -29,7 +29,9 @@ class AppState:
     extras: dict[str, object] = field(default_factory=dict)
 
 
-def get_state(request: Request) -> AppState:
+# The dependencies are `async def` although they never await: FastAPI runs a plain `def`
+# dependency in the threadpool, a thread hand-off per dependency on every request.
+async def get_state(request: Request) -> AppState:
     """The app's state."""
     state: AppState = request.app.state.groundqa
     return state
@@ -38,7 +40,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_searcher(state: StateDep) -> Searcher:
+async def get_searcher(state: StateDep) -> Searcher:
     """The searcher, or 503 while the model is not loaded."""
     if state.searcher is None:
         raise HTTPException(
@@ -68,7 +70,7 @@ def _matches(token: str | None, secrets: list[str]) -> bool:
     return found
 
 
-def require_api_key(request: Request, state: StateDep) -> None:
+async def require_api_key(request: Request, state: StateDep) -> None:
     """Query routes: open when no keys are configured, else a valid bearer key is required."""
     keys = state.settings.api_keys
     if keys and not _matches(bearer_token(request), keys):
@@ -79,7 +81,7 @@ def require_api_key(request: Request, state: StateDep) -> None:
         )
 
 
-def require_admin(request: Request, state: StateDep) -> None:
+async def require_admin(request: Request, state: StateDep) -> None:
     """Index routes: disabled without GROUNDQA_ADMIN_TOKEN, else the token is required."""
     token = state.settings.admin_token
     if not token:
