@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,6 +107,68 @@ def length_batches(
     return batches
 
 
+class BatchRunner:
+    """Encodes many texts as length-sorted batches on `workers` threads at once: the part the
+    torch and ONNX encoders share."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers = workers
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        encode: Callable[[list[int]], Vectors],
+        dim: int,
+        *,
+        progress: bool = False,
+    ) -> Vectors:
+        """Vectors of texts 0..n-1 (of token lengths `lengths`), `encode` being called with the
+        positions of one batch."""
+        # Longest first, like sentence-transformers: batches pad to similar lengths.
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches = length_batches(order, list(lengths), batch_size)
+        result = np.empty((len(lengths), dim), dtype=np.float32)
+        done: Iterator[Vectors]
+        if self.workers == 1 or len(batches) == 1:
+            done = map(encode, batches)
+        else:
+            done = self._executor().map(encode, batches)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(lengths), desc="embedding", unit="chunk")
+        for rows, vectors in zip(batches, done, strict=True):
+            result[rows] = vectors
+            if bar is not None:
+                bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        return result
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self._name)
+            return self._pool
+
+    @property
+    def started(self) -> bool:
+        """Whether the worker threads exist."""
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Stop the worker threads (a later run starts them again)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
+
+
 class SentenceTransformerEmbedder:
     """The sentence-transformers (torch) encoder; loads the model once, encodes on the CPU.
 
@@ -142,11 +204,10 @@ class SentenceTransformerEmbedder:
         self.special_tokens = hf.special_tokens()
         self.batch_size = batch_size
         self.workers = workers or available_cores()
+        self._batches = BatchRunner(self.workers, "groundqa-torch")
         # The fast tokenizer is not re-entrant (its padding and truncation state changes per
         # call: "Already borrowed"); forward passes are, so only tokenising is serialised.
         self._tokenize_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
 
     def _forward(self, texts: Sequence[str]) -> Vectors:
         """Unit vectors of one padded batch, as `SentenceTransformer.encode` computes them."""
@@ -159,12 +220,6 @@ class SentenceTransformerEmbedder:
             out = torch.nn.functional.normalize(out, p=2.0, dim=1)
         return np.ascontiguousarray(out.float().numpy(), dtype=np.float32)
 
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="groundqa-torch")
-            return self._pool
-
     def embed(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
         """Unit-length vectors of shape (len(texts), dim)."""
         if not texts:
@@ -172,39 +227,21 @@ class SentenceTransformerEmbedder:
         if len(texts) == 1:
             return self._forward(texts)
         with self._tokenize_lock:
-            lengths = [
-                len(ids)
-                for ids in self._model.tokenizer(
-                    list(texts), truncation=True, max_length=self.max_seq_length
-                )["input_ids"]
-            ]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        batches = length_batches(order, lengths, self.batch_size)
-        result = np.empty((len(texts), self.dim), dtype=np.float32)
-        done: Iterator[Vectors]
-        if self.workers == 1 or len(batches) == 1:
-            done = (self._forward([texts[i] for i in b]) for b in batches)
-        else:
-            done = self._executor().map(lambda b: self._forward([texts[i] for i in b]), batches)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(texts), desc="embedding", unit="chunk")
-        for rows, vectors in zip(batches, done, strict=True):
-            result[rows] = vectors
-            if bar is not None:
-                bar.update(len(rows))
-        if bar is not None:
-            bar.close()
-        return result
+            encoded = self._model.tokenizer(
+                list(texts), truncation=True, max_length=self.max_seq_length
+            )
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        return self._batches.run(
+            lengths,
+            self.batch_size,
+            lambda batch: self._forward([texts[i] for i in batch]),
+            self.dim,
+            progress=progress,
+        )
 
     def close(self) -> None:
         """Stop the batch threads."""
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-                self._pool = None
+        self._batches.close()
 
 
 def load_embedder(

@@ -15,7 +15,6 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ import numpy as np
 from service.batching import available_cores
 from service.chunking import Tokenizer
 from service.embedding import (
+    BatchRunner,
     HFTokenizer,
     Vectors,
     _check_model_folder,
-    length_batches,
     model_fingerprint,
 )
 from service.errors import ModelLoadError
@@ -241,9 +240,8 @@ class OnnxEmbedder:
         fast.enable_truncation(self.max_seq_length)
         fast.no_padding()
         self._fast = fast
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self.dim = int(self._run(self._ids(["dimension probe"]), [0])[0].shape[1])
+        self._batches = BatchRunner(self.workers, "groundqa-onnx")
+        self.dim = int(self._run(self._ids(["dimension probe"]), [0]).shape[1])
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids with the model's special tokens, truncated to max_seq_length."""
@@ -251,7 +249,7 @@ class OnnxEmbedder:
             return [self._fast.encode(texts[0]).ids]
         return [e.ids for e in self._fast.encode_batch_fast(list(texts))]
 
-    def _run(self, ids: list[list[int]], order: Sequence[int]) -> tuple[Vectors, Sequence[int]]:
+    def _run(self, ids: list[list[int]], order: Sequence[int]) -> Vectors:
         """Vectors of the texts at `order` (one padded batch)."""
         width = max(len(ids[i]) for i in order)
         input_ids = np.zeros((len(order), width), dtype=np.int64)
@@ -261,13 +259,7 @@ class OnnxEmbedder:
             input_ids[row, :n] = ids[i]
             mask[row, :n] = 1
         (out,) = self.session.run([OUTPUT], {INPUTS[0]: input_ids, INPUTS[1]: mask})
-        return np.asarray(out, dtype=np.float32), order
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="groundqa-onnx")
-            return self._pool
+        return np.asarray(out, dtype=np.float32)
 
     def embed(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
         """Unit-length vectors of shape (len(texts), dim)."""
@@ -275,32 +267,15 @@ class OnnxEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids = self._ids(texts)
         if len(ids) == 1:
-            out, _ = self._run(ids, [0])
-            return out
-        # Longest first, like sentence-transformers: batches pad to similar lengths.
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        batches = length_batches(order, [len(i) for i in ids], self.batch_size)
-        result = np.empty((len(ids), self.dim), dtype=np.float32)
-        if self.workers == 1 or len(batches) == 1:
-            done: Iterator[tuple[Vectors, Sequence[int]]] = (self._run(ids, b) for b in batches)
-        else:
-            done = self._executor().map(lambda b: self._run(ids, b), batches)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(ids), desc="embedding", unit="chunk")
-        for vectors, rows in done:
-            result[list(rows)] = vectors
-            if bar is not None:
-                bar.update(len(rows))
-        if bar is not None:
-            bar.close()
-        return result
+            return self._run(ids, [0])
+        return self._batches.run(
+            [len(i) for i in ids],
+            self.batch_size,
+            lambda batch: self._run(ids, batch),
+            self.dim,
+            progress=progress,
+        )
 
     def close(self) -> None:
         """Stop the batch threads (the session is freed with the object)."""
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-                self._pool = None
+        self._batches.close()

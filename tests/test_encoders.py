@@ -112,7 +112,7 @@ def test_torch_batches_on_threads_equal_sentence_transformers_encode(model_path:
         theirs = torch_embedder._model.encode(texts, normalize_embeddings=True)
         assert ours.shape == (101, 384) and ours.dtype == np.float32
         np.testing.assert_allclose(ours, theirs, atol=2e-6)
-        assert torch_embedder._pool is not None  # the batches ran on the worker threads
+        assert torch_embedder._batches.started  # the batches ran on the worker threads
     finally:
         torch_embedder.close()
 
