@@ -64,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ann-data",
         default="real",
         choices=["real", "clustered", "random"],
-        help="real: the served SciFact index's embeddings drawn with noise (clustered when "
-        "there is none); clustered: synthetic mixture; random: iid",
+        help="real: the served SciFact index's embeddings, then draws of them with noise, "
+        "queried with SciFact's questions (clustered when there is no index); clustered: "
+        "synthetic mixture; random: iid",
     )
     parser.add_argument("--ndcg-encoders", default="onnx,onnx-int8")
     parser.add_argument(
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             )
     if "ann" in sections:
-        real = None
+        real = real_queries = None
         data_kind = args.ann_data
         if data_kind == "real":
             served = args.index or work / f"scifact-{args.serve_docs or 5183}" / "index"
@@ -154,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if real is None:
                 suite.log(f"ann: no index at {served}; using clustered synthetic vectors")
                 data_kind = "clustered"
+            else:
+                real_queries = suite.scifact_query_vectors(args.encoder, onnx_cache)
         rows += suite.timed(
             "ann",
             lambda: suite.bench_ann(
@@ -167,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work,
                 data_kind,
                 real,
+                real_queries,
             ),
         )
     if "ndcg" in sections:

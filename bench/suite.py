@@ -422,11 +422,13 @@ def synthetic_vectors(
     kind: str,
     rng: np.random.Generator,
     real: np.ndarray | None = None,
+    real_queries: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors and queries: iid random (no structure: the worst case for any index),
     clustered like text embeddings (points near one of size/100 centres; queries are fresh
-    points of the same mixture), or real (rows of `real`, an index's embeddings, drawn with
-    replacement plus noise of norm ~0.6; queries are other noisy draws)."""
+    points of the same mixture), or real: the rows of `real` (an index's embeddings) followed
+    by draws of them plus noise of norm ~0.6, queried with `real_queries` (the dataset's own
+    questions, encoded), or noisy draws when there are none."""
     import faiss
 
     if kind == "real" and real is None:
@@ -448,8 +450,15 @@ def synthetic_vectors(
         return block
 
     data = np.empty((size, dim), dtype=np.float32)
-    for start in range(0, size, 100_000):  # bounded temporary memory
+    first = 0
+    if kind == "real":
+        assert real is not None
+        first = min(size, len(real))
+        data[:first] = real[:first]
+    for start in range(first, size, 100_000):  # bounded temporary memory
         data[start : start + min(100_000, size - start)] = sample(min(100_000, size - start))
+    if kind == "real" and real_queries is not None:
+        return data, np.ascontiguousarray(real_queries[:queries], dtype=np.float32)
     return data, sample(queries)
 
 
@@ -461,6 +470,7 @@ def bench_ann(
     work: Path,
     data_kind: str = "clustered",
     real: np.ndarray | None = None,
+    real_queries: np.ndarray | None = None,
 ) -> list[Row]:
     """groundqa's own vector indexes (service.store: the build's code) against exact float32
     flat search over the same vectors: build time, size, recall@10 and p50 per search breadth."""
@@ -470,7 +480,10 @@ def bench_ann(
     from service.store import VECTORS, load_vectors, write_vectors
 
     dim = 384 if real is None else real.shape[1]
-    data, query = synthetic_vectors(size, queries, dim, data_kind, np.random.default_rng(0), real)
+    data, query = synthetic_vectors(
+        size, queries, dim, data_kind, np.random.default_rng(0), real, real_queries
+    )
+    queries = len(query)
     threads = faiss.omp_get_max_threads()
 
     log(f"ann: exact float32 flat over {size} {data_kind} vectors")
@@ -550,6 +563,16 @@ def bench_ann(
         del index
         remove(folder)
     return rows
+
+
+def scifact_query_vectors(encoder: str, onnx_cache: Path) -> np.ndarray:
+    """The SciFact questions encoded as groundqa encodes a question."""
+    from service.config import Settings
+    from service.embedding import load_embedder
+
+    settings = Settings(_env_file=None, encoder=encoder)
+    embedder = load_embedder(settings.model_path, encoder=encoder, cache_dir=onnx_cache, workers=0)
+    return embedder.embed(scifact_questions())
 
 
 def served_vectors(index_dir: Path) -> np.ndarray | None:
