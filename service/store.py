@@ -284,8 +284,14 @@ class ChunkStore:
 
     def iter_chunks(self, source: str) -> Iterator[Chunk]:
         """A document's chunks in order."""
+        document = self.documents.get(source)
+        if document is None:
+            return
+        # A document's chunks are one run of rows: a primary-key range, where a lookup by
+        # source would scan the table (an incremental build asks for every unchanged file).
         found = self._fetch(
-            f"SELECT {self._columns} FROM chunks WHERE source = ? ORDER BY row", (source,)
+            f"SELECT {self._columns} FROM chunks WHERE row >= ? AND row < ? ORDER BY row",
+            (document.row_start, document.row_end),
         )
         for row in found:
             yield Chunk(*row)
