@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from service.batching import available_cores
 from service.chunking import Tokenizer
 from service.errors import ModelLoadError
 
@@ -184,8 +185,6 @@ class SentenceTransformerEmbedder:
         _check_model_folder(path)
         import torch
         from sentence_transformers import SentenceTransformer
-
-        from service.batching import available_cores
 
         torch.set_num_threads(threads or 1)
         try:

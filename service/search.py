@@ -139,6 +139,14 @@ def _ranked(rows: npt.NDArray[np.int64], fused: npt.NDArray[np.float64]) -> Rank
     return rows[order], fused[order]
 
 
+def _union(
+    runs: Sequence[npt.NDArray[np.int64]],
+) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]]]:
+    """The rows of all runs, ascending and once each, and where each run's rows stand in it."""
+    union = np.unique(np.concatenate(runs))
+    return union, [np.searchsorted(union, rows) for rows in runs]
+
+
 def _empty() -> Ranking:
     return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
 
@@ -148,11 +156,11 @@ def rrf(rankings: Sequence[tuple[npt.NDArray[np.int64], float]], k: float) -> Ra
     active = [(rows, weight) for rows, weight in rankings if weight > 0 and len(rows)]
     if not active:
         return _empty()
-    union = np.unique(np.concatenate([rows for rows, _ in active]))
+    union, positions = _union([rows for rows, _ in active])
     fused = np.zeros(len(union), dtype=np.float64)
-    for rows, weight in active:
+    for (rows, weight), at in zip(active, positions, strict=True):
         ranks = np.arange(1, len(rows) + 1, dtype=np.float64)
-        np.add.at(fused, np.searchsorted(union, rows), weight / (k + ranks))
+        np.add.at(fused, at, weight / (k + ranks))
     return _ranked(union, fused)
 
 
@@ -168,13 +176,13 @@ def zscore_fusion(
     active = [(rows, scores, weight) for rows, scores, weight in runs if weight > 0 and len(rows)]
     if not active:
         return _empty()
-    union = np.unique(np.concatenate([rows for rows, _, _ in active]))
+    union, positions = _union([rows for rows, _, _ in active])
     fused = np.zeros(len(union), dtype=np.float64)
-    for rows, scores, weight in active:
+    for (_, scores, weight), at in zip(active, positions, strict=True):
         values = scores.astype(np.float64)
         z = (values - values.mean()) / max(float(values.std()), 1e-9)
         column = np.full(len(union), z.min(), dtype=np.float64)
-        column[np.searchsorted(union, rows)] = z
+        column[at] = z
         fused += weight * column
     return _ranked(union, fused)
 
@@ -286,8 +294,10 @@ class Searcher:
     def embed_question(self, question: str) -> npt.NDArray[np.float32]:
         """The question's vector, from a small LRU cache when asked before."""
         vector = self._cached_vector(question)
-        if vector is not None:
-            return vector
+        return vector if vector is not None else self._encode_question(question)
+
+    def _encode_question(self, question: str) -> npt.NDArray[np.float32]:
+        """Encode a question and remember its vector."""
         vector = np.asarray(self._encode([question])[0], dtype=np.float32)
         with self._cache_lock:
             self._cache[question] = vector
@@ -342,16 +352,17 @@ class Searcher:
         keyword_args = (index, terms, depth, allowed, prefetch, top_k)
         # Encoding a new question is most of an ask and runs outside the GIL; keyword
         # retrieval runs on another core meanwhile. A cached vector needs no second thread.
+        cached = self._cached_vector(question)
         job: Future[_KeywordRun] | None = None
         keyword: _KeywordRun | None = None
         if mode != "dense":
-            if self._cached_vector(question) is None:
+            if cached is None:
                 job = self._keyword_pool().submit(self._keyword, *keyword_args)
             else:
                 keyword = self._keyword(*keyword_args)
 
         t0 = time.perf_counter()
-        query = self.embed_question(question)
+        query = cached if cached is not None else self._encode_question(question)
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
 
         dense_rows = np.zeros(0, dtype=np.int64)
