@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -124,3 +125,31 @@ def client_for(
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def built(settings: Settings, builder: Builder, write_seed: WriteSeed) -> Settings:
+    """Settings over a built index of two small documents."""
+    write_seed("troops.txt", "North Korea sent ten thousand troops to Russia in October.\n")
+    write_seed("cats.md", "# Cats\n\nCats are small carnivorous mammals kept as pets.\n")
+    builder.build()
+    return settings
+
+
+@pytest.fixture
+def no_groundqa_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None of the caller's GROUNDQA_* variables reach the code under test."""
+    for name in list(os.environ):
+        if name.startswith("GROUNDQA_"):
+            monkeypatch.delenv(name)
+
+
+# Ten word pieces each with the bundled tokenizer (test_chunking checks it), for token budgets.
+TEN_PIECE_SENTENCES = [
+    "Alpha beta gamma delta epsilon zeta eta theta kappa.",
+    "Red orange yellow green blue indigo violet black white.",
+    "One two three four five six seven eight nine.",
+    "Monday tuesday wednesday thursday friday saturday sunday today tomorrow.",
+    "North south east west up down left right center.",
+    "Apple banana cherry grape lemon mango orange peach plum.",
+]

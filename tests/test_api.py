@@ -55,7 +55,7 @@ CITATION_KEYS = {
 
 
 @pytest.fixture
-def built(settings: Settings, builder: Builder, write_seed: WriteSeed) -> str:
+def build_id(settings: Settings, builder: Builder, write_seed: WriteSeed) -> str:
     """The seeds indexed; returns the published build id."""
     for name, text in SOURCES.items():
         write_seed(name, text)
@@ -63,7 +63,7 @@ def built(settings: Settings, builder: Builder, write_seed: WriteSeed) -> str:
 
 
 @pytest.fixture
-def client(built: str, settings: Settings, client_for: ClientFor) -> TestClient:
+def client(build_id: str, settings: Settings, client_for: ClientFor) -> TestClient:
     return client_for(settings)
 
 
@@ -114,7 +114,7 @@ def check_citations(client: TestClient, passages: Sequence[dict[str, Any]]) -> N
 
 
 def test_ask_response_shape_and_values(
-    client: TestClient, built: str, settings: Settings, fake_embedder: FakeEmbedder
+    client: TestClient, build_id: str, settings: Settings, fake_embedder: FakeEmbedder
 ) -> None:
     question = "Which planet is the largest in the solar system?"
     r = client.post("/v1/ask", json={"question": question, "top_k": 3})
@@ -122,7 +122,7 @@ def test_ask_response_shape_and_values(
     body = r.json()
     assert set(body) == ASK_KEYS
     assert body["question"] == question
-    assert body["index"] == {"build_id": built, "model": "fake-hash-64"}
+    assert body["index"] == {"build_id": build_id, "model": "fake-hash-64"}
     assert set(body["answer"]) == {"text", "grounded", "citations"}
     passages = body["passages"]
     assert [p["rank"] for p in passages] == [1, 2, 3]
@@ -218,12 +218,12 @@ def test_blank_question_message_names_the_field(client: TestClient) -> None:
 # --- documents -------------------------------------------------------------------------------
 
 
-def test_list_documents(client: TestClient, built: str, settings: Settings) -> None:
+def test_list_documents(client: TestClient, build_id: str, settings: Settings) -> None:
     r = client.get("/v1/documents")
     assert r.status_code == 200
     body = r.json()
-    manifest = read_manifest(build_path(settings.index_dir, built))
-    assert body["build_id"] == built
+    manifest = read_manifest(build_path(settings.index_dir, build_id))
+    assert body["build_id"] == build_id
     assert sorted(body["documents"], key=lambda d: d["source"]) == [
         {
             "source": name,
@@ -337,17 +337,17 @@ def test_without_index(settings: Settings, client_for: ClientFor) -> None:
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
 
 
-def test_readyz_reports_the_build(client: TestClient, built: str) -> None:
+def test_readyz_reports_the_build(client: TestClient, build_id: str) -> None:
     r = client.get("/readyz")
-    assert (r.status_code, r.json()) == (200, {"status": "ready", "build_id": built})
+    assert (r.status_code, r.json()) == (200, {"status": "ready", "build_id": build_id})
 
 
 def test_index_info_and_staleness(
-    client: TestClient, built: str, settings: Settings, write_seed: WriteSeed
+    client: TestClient, build_id: str, settings: Settings, write_seed: WriteSeed
 ) -> None:
-    manifest = read_manifest(build_path(settings.index_dir, built))
+    manifest = read_manifest(build_path(settings.index_dir, build_id))
     expected = {
-        "build_id": built,
+        "build_id": build_id,
         "model": "fake-hash-64",
         "created_at": manifest["created_at"],
         "documents": 2,
@@ -390,7 +390,7 @@ def test_admin_disabled_without_token(client: TestClient) -> None:
     ids=["missing", "wrong", "basic", "longer", "empty"],
 )
 def test_admin_requires_the_token(
-    built: str, settings: Settings, client_for: ClientFor, headers: dict[str, str]
+    build_id: str, settings: Settings, client_for: ClientFor, headers: dict[str, str]
 ) -> None:
     client = client_for(settings.model_copy(update={"admin_token": TOKEN}))
     detail = "missing or invalid admin token; send `Authorization: Bearer <token>`"
@@ -417,7 +417,7 @@ def poll_job(client: TestClient, job_id: str, deadline: float) -> dict[str, Any]
 
 
 def test_admin_rebuild(
-    built: str,
+    build_id: str,
     settings: Settings,
     client_for: ClientFor,
     fake_embedder: FakeEmbedder,
@@ -473,12 +473,12 @@ def test_admin_rebuild(
     )
     # Asks keep being answered from the published build while the rebuild runs.
     r = client.post("/v1/ask", json={"question": "bread degrees"})
-    assert r.json()["index"]["build_id"] == built
+    assert r.json()["index"]["build_id"] == build_id
 
     release.set()
     done = poll_job(client, job_id, deadline=30)
     new_id = read_pointer(settings.index_dir)
-    assert new_id is not None and new_id != built
+    assert new_id is not None and new_id != build_id
     assert (done["state"], done["stage"], done["progress"], done["error"]) == (
         "succeeded",
         "published",
@@ -493,7 +493,7 @@ def test_admin_rebuild(
         ["kitchen notes.txt"],
         ["guide/planets.md"],
     )
-    assert result["previous_build_id"] == built
+    assert result["previous_build_id"] == build_id
 
     r = client.post("/v1/ask", json={"question": "At how many degrees does the bread bake?"})
     body = r.json()
@@ -513,7 +513,7 @@ def test_admin_rebuild(
     )
 
 
-def test_unknown_job_is_404(built: str, settings: Settings, client_for: ClientFor) -> None:
+def test_unknown_job_is_404(build_id: str, settings: Settings, client_for: ClientFor) -> None:
     client = client_for(settings.model_copy(update={"admin_token": TOKEN}))
     r = client.get("/v1/index/rebuild/nope", headers={"Authorization": f"Bearer {TOKEN}"})
     assert (r.status_code, r.json()) == (404, {"detail": "no rebuild job 'nope'"})

@@ -18,6 +18,7 @@ from service.chunking import (
 from service.config import Settings
 from service.embedding import HFTokenizer
 from service.models import Chunk, Document
+from tests.conftest import TEN_PIECE_SENTENCES
 
 MODEL_LIMIT = 256
 SPECIAL = 2
@@ -166,14 +167,7 @@ def test_chunk_id_is_a_content_hash() -> None:
 # --- examples --------------------------------------------------------------------------------
 
 # Ten word pieces each (checked below), so three fit a 32-token budget and four do not.
-SENTENCES = [
-    "Alpha beta gamma delta epsilon zeta eta theta kappa.",
-    "Red orange yellow green blue indigo violet black white.",
-    "One two three four five six seven eight nine.",
-    "Monday tuesday wednesday thursday friday saturday sunday today tomorrow.",
-    "North south east west up down left right center.",
-    "Apple banana cherry grape lemon mango orange peach plum.",
-]
+SENTENCES = TEN_PIECE_SENTENCES
 
 
 def texts_of(chunks: list[Chunk]) -> list[str]:

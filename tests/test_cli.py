@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,11 +39,10 @@ NOTES = "Notes\n\nThe cafe serves espresso and green tea.\n"
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def clean_environment(
+    no_groundqa_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
     """No GROUNDQA_* variables or .env file of the caller; the CLI's log level restored."""
-    for name in list(os.environ):
-        if name.startswith("GROUNDQA_"):
-            monkeypatch.delenv(name)
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)

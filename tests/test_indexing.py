@@ -25,18 +25,11 @@ from service.store import (
     read_manifest,
     read_pointer,
 )
-from tests.conftest import FakeEmbedder, WriteSeed
+from tests.conftest import TEN_PIECE_SENTENCES, FakeEmbedder, WriteSeed
 
 # Ten word pieces each: with chunk_tokens=32 and the one-token title "Notes", a chunk holds the
 # title line plus two paragraphs or three paragraphs, and shares its last one with the next.
-P = [
-    "Alpha beta gamma delta epsilon zeta eta theta kappa.",
-    "Red orange yellow green blue indigo violet black white.",
-    "One two three four five six seven eight nine.",
-    "Monday tuesday wednesday thursday friday saturday sunday today tomorrow.",
-    "North south east west up down left right center.",
-    "Apple banana cherry grape lemon mango orange peach plum.",
-]
+P = TEN_PIECE_SENTENCES
 NOTES = "Notes\n\n" + "\n\n".join(P) + "\n"
 NOTES_CHUNKS = [
     "Notes\n\n" + "\n\n".join(P[0:3]),

@@ -51,15 +51,6 @@ METRICS = [
 LOG_FIELDS = {"ts", "request_id", "method", "route", "path", "status", "duration_ms", "client"}
 
 
-@pytest.fixture
-def built(settings: Settings, builder: Builder, write_seed: WriteSeed) -> Settings:
-    """Settings over a built index of two small documents."""
-    write_seed("troops.txt", "North Korea sent ten thousand troops to Russia in October.\n")
-    write_seed("cats.md", "# Cats\n\nCats are small carnivorous mammals kept as pets.\n")
-    builder.build()
-    return settings
-
-
 def scrape(client: TestClient) -> Samples:
     """Every sample of GET /metrics by (name, labels)."""
     r = client.get("/metrics")

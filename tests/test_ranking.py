@@ -130,14 +130,19 @@ DOCS = {
 }
 
 
-@pytest.fixture
-def searcher(settings: Settings, fake_embedder: FakeEmbedder) -> Iterator[Searcher]:
+def searcher_over_docs(settings: Settings, embedder: FakeEmbedder) -> Searcher:
+    """A searcher over DOCS, built with settings."""
     for name, text in DOCS.items():
         (settings.seeds_dir / name).write_text(text)
-    Builder(settings, fake_embedder).build()
-    holder = IndexHolder(settings.index_dir, fake_embedder)
+    Builder(settings, embedder).build()
+    holder = IndexHolder(settings.index_dir, embedder)
     holder.refresh()
-    searcher = Searcher(settings, fake_embedder, holder)
+    return Searcher(settings, embedder, holder)
+
+
+@pytest.fixture
+def searcher(settings: Settings, fake_embedder: FakeEmbedder) -> Iterator[Searcher]:
+    searcher = searcher_over_docs(settings, fake_embedder)
     yield searcher
     searcher.close()
 
@@ -211,16 +216,10 @@ def test_sources_filter_on_every_index_type(
     exact_filter_rows: int,
 ) -> None:
     monkeypatch.setattr(search_module, "EXACT_FILTER_ROWS", exact_filter_rows)
-    config = settings.model_copy(update={"ann": ann})
-    for name, text in DOCS.items():
-        (config.seeds_dir / name).write_text(text)
-    Builder(config, fake_embedder).build()
-    holder = IndexHolder(config.index_dir, fake_embedder)
-    holder.refresh()
-    searcher = Searcher(config, fake_embedder, holder)
+    searcher = searcher_over_docs(settings.model_copy(update={"ann": ann}), fake_embedder)
     try:
         kind = {"flat": faiss.IndexScalarQuantizer, "ivf": faiss.IndexIVF, "hnsw": faiss.IndexHNSW}
-        assert isinstance(holder.current.vectors, kind[ann])
+        assert isinstance(searcher.holder.current.vectors, kind[ann])
         result = searcher.search("water", top_k=4, mode="dense", sources=["s*.txt"])
         assert [h.chunk.source for h in result.hits] == ["soil.txt", "stars.txt"] or [
             h.chunk.source for h in result.hits

@@ -103,14 +103,12 @@ def all_vectors(settings: Settings, embedder: Embedder) -> Any:
 
 
 def test_engine_ray_without_ray_is_one_line_with_the_install_command(
+    no_groundqa_env: None,
     capsys: pytest.CaptureFixture[str],
     settings: Settings,
     write_seed: WriteSeed,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("GROUNDQA_"):
-            monkeypatch.delenv(name)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
 
     def no_model(*args: Any, **kwargs: Any) -> Embedder:
@@ -213,15 +211,13 @@ def test_actor_loading_another_model_fails_the_build_with_the_domain_error(
 @ray_test
 def test_cli_engine_ray(
     ray_cluster: None,
+    no_groundqa_env: None,
     capsys: pytest.CaptureFixture[str],
     settings: Settings,
     fake_embedder: FakeEmbedder,
     write_seed: WriteSeed,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("GROUNDQA_"):
-            monkeypatch.delenv(name)
     monkeypatch.setattr("service.embedding.load_embedder", lambda *a, **k: fake_embedder)
     monkeypatch.setattr(
         "service.ray_engine.settings_factory", lambda s: fake_factory(fake_embedder)

@@ -56,15 +56,6 @@ ADMIN_ROUTES: list[tuple[str, str]] = [
 ]
 
 
-@pytest.fixture
-def built(settings: Settings, builder: Builder, write_seed: WriteSeed) -> Settings:
-    """Settings over a built index of two small documents."""
-    write_seed("troops.txt", "North Korea sent ten thousand troops to Russia in October.\n")
-    write_seed("cats.md", "# Cats\n\nCats are small carnivorous mammals kept as pets.\n")
-    builder.build()
-    return settings
-
-
 def with_keys(settings: Settings, **update: Any) -> Settings:
     """A copy of settings with API keys (and any other update) applied."""
     return settings.model_copy(update={"api_keys": [KEY, OTHER_KEY], **update})
