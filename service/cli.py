@@ -102,10 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # load or build at once. uvicorn replaces it while serving and re-raises the signal after
     # its graceful shutdown, which this handler then turns into exit status 0.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    import uvicorn
-
     from service.api import create_app
     from service.api.observability import configure_logging
+    from service.api.server import serve
     from service.indexing import seeds_plan, summary_text
     from service.store import read_pointer
 
@@ -132,16 +131,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(summary_text(builder.build(show_progress=sys.stderr.isatty())), file=sys.stderr)
     configure_logging(settings.log_level)
     app = create_app(settings, embedder=builder.embedder)
-    # SIGTERM: uvicorn stops accepting, finishes in-flight requests (up to the grace period),
-    # then runs the lifespan shutdown.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=30,
-    )
+    # SIGTERM: stop accepting, serve what clients had sent before it, finish in-flight requests
+    # (up to the grace period), then run the lifespan shutdown.
+    serve(app, settings.host, settings.port)
     return 0
 
 

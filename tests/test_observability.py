@@ -3,6 +3,7 @@ graceful shutdown of the real server."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -20,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import create_app
 from service.api.observability import JsonFormatter, access_log
+from service.api.server import DrainingServer
 from service.config import Settings
 from service.indexing import Builder
 from service.store import VECTORS, build_path, published_manifest, read_pointer
@@ -356,6 +360,49 @@ def test_not_ready_when_the_model_cannot_load(settings: Settings, tmp_path: Path
 
 
 # ----------------------------------------------------------------------------- shutdown
+
+
+async def queued_then_shut_down(server_class: type[uvicorn.Server], count: int) -> list[bytes]:
+    """Queue count requests to a started server whose event loop has not run since, shut it
+    down, and return what each client received."""
+    app = FastAPI()
+
+    @app.get("/ok")
+    async def ok() -> dict[str, bool]:
+        return {"ok": True}
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
+    config.load()
+    server = server_class(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    clients = []
+    # The event loop does not run here: the kernel completes each connection and queues it,
+    # as it does for clients that connect while the loop is busy when the signal comes.
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client.sendall(b"GET /ok HTTP/1.1\r\nHost: test\r\n\r\n")
+        clients.append(client)
+    await server.shutdown()
+    replies = []
+    for client in clients:
+        try:
+            replies.append(client.recv(65536))
+        except ConnectionResetError:
+            replies.append(b"reset")
+        client.close()
+    return replies
+
+
+def test_shutdown_serves_connections_queued_before_it() -> None:
+    """Connections the kernel queued before a shutdown are answered, where uvicorn's own
+    shutdown resets them."""
+    served = asyncio.run(queued_then_shut_down(DrainingServer, 8))
+    assert [reply.split(b"\r\n", 1)[0] for reply in served] == [b"HTTP/1.1 200 OK"] * 8
+    assert all(reply.endswith(b'{"ok":true}') for reply in served)
+    dropped = asyncio.run(queued_then_shut_down(uvicorn.Server, 8))
+    assert dropped == [b"reset"] * 8
 
 
 def free_port() -> int:

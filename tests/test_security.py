@@ -27,6 +27,7 @@ from service import cli
 from service.api import create_app
 from service.api import state as api_state
 from service.api.schemas import QUESTION_MAX, TOP_K_MAX
+from service.api.server import DrainingServer
 from service.config import Settings
 from service.indexing import Builder, summary_text
 from tests.conftest import FakeEmbedder, WriteSeed
@@ -409,11 +410,12 @@ def test_slow_body_is_408(
 def test_serve_sets_keep_alive_and_graceful_shutdown(
     built: Settings, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`groundqa serve` bounds idle keep-alive connections and the shutdown grace period."""
+    """`groundqa serve` runs the draining server and bounds idle keep-alive connections and the
+    shutdown grace period."""
     seen: dict[str, Any] = {}
     handlers: dict[int, Any] = {}
     monkeypatch.setattr(cli, "_builder", lambda s, *_: Builder(s, fake_embedder))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(DrainingServer, "run", lambda self: seen.update(vars(self.config)))
     monkeypatch.setattr("service.api.observability.configure_logging", lambda level: None)
     monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.update({sig: handler}))
     code = cli.main(["serve", "--seeds", str(built.seeds_dir), "--index", str(built.index_dir)])
