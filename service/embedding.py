@@ -74,6 +74,13 @@ def model_fingerprint(path: Path) -> str:
     return f"{path.name}@{digest.hexdigest()[:12]}"
 
 
+def quiet_model_loading() -> None:
+    """Turn off transformers' per-load progress bars ("Loading weights"): noise in a log."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 def _check_model_folder(path: Path) -> None:
     """Raise ModelLoadError unless path looks like a local sentence-transformers model."""
     if not path.is_dir():
@@ -187,6 +194,7 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(threads or 1)
+        quiet_model_loading()
         try:
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except Exception as exc:  # the library raises many types for a bad folder

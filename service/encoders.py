@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import threading
@@ -28,6 +29,7 @@ from service.embedding import (
     Vectors,
     _check_model_folder,
     model_fingerprint,
+    quiet_model_loading,
 )
 from service.errors import ModelLoadError
 
@@ -98,6 +100,7 @@ def export_float(model_path: Path, target: Path) -> None:
             mean = summed / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(mean, p=2.0, dim=1)
 
+    quiet_model_loading()
     try:
         encoder = AutoModel.from_pretrained(str(model_path), local_files_only=True)
     except Exception as exc:  # transformers raises many types for a bad folder
@@ -131,6 +134,11 @@ def export_float(model_path: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _no_preprocess_advice(record: logging.LogRecord) -> bool:
+    """Logging filter: drop onnxruntime's advice to pre-process a model before quantising."""
+    return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantisation of the MatMul weights, per output channel.
 
@@ -140,6 +148,11 @@ def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = _tmp_name(target)
+    # onnxruntime logs a root-logger warning advising its pre-processing (shape inference and
+    # graph fusion) before quantising. Fusion first was measured and declined (README,
+    # Performance); the advice would only confuse a user starting the service.
+    root = logging.getLogger()
+    root.addFilter(_no_preprocess_advice)
     try:
         quantize_dynamic(
             str(source),
@@ -150,6 +163,7 @@ def quantize_int8(source: Path, target: Path) -> None:
         )
         _replace_atomic(tmp, target)
     finally:
+        root.removeFilter(_no_preprocess_advice)
         tmp.unlink(missing_ok=True)
 
 

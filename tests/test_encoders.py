@@ -3,6 +3,7 @@ micro-batcher, the sentence-vector cache and the HNSW vector index."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -15,7 +16,14 @@ import pytest
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.embedding import SentenceTransformerEmbedder, Vectors, load_embedder
-from service.encoders import FLOAT_FILE, INT8_FILE, INT8_SUFFIX, OnnxEmbedder, export_folder
+from service.encoders import (
+    FLOAT_FILE,
+    INT8_FILE,
+    INT8_SUFFIX,
+    OnnxEmbedder,
+    export_folder,
+    quantize_int8,
+)
 from service.search import IndexHolder, Searcher
 from service.store import VECTORS, load_vectors, write_vectors
 from tests.conftest import FakeEmbedder
@@ -136,6 +144,28 @@ def test_export_is_cached(
     assert not again.exported
     assert {n: (folder / n).stat().st_mtime_ns for n in stamps} == stamps
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.e2e
+def test_quantising_logs_nothing_and_leaves_logging_as_it_was(
+    onnx_cache: Path, onnx_float: OnnxEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """onnxruntime's advice to pre-process first (measured and declined) is not shown to users."""
+    source = export_folder(onnx_cache, onnx_float.model_id) / FLOAT_FILE
+    filters = list(logging.getLogger().filters)
+    with caplog.at_level(logging.INFO):
+        quantize_int8(source, tmp_path / INT8_FILE)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert logging.getLogger().filters == filters
+    assert (tmp_path / INT8_FILE).stat().st_size > 0
+
+
+@pytest.mark.e2e
+def test_loading_the_model_draws_no_progress_bar(
+    model_path: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    SentenceTransformerEmbedder(model_path, threads=1)
+    assert "Loading weights" not in capfd.readouterr().err
 
 
 @pytest.mark.e2e
