@@ -19,13 +19,10 @@ GRACE_SECONDS = 30
 DRAIN_SECONDS = 2.0
 
 
-def _readable(sockets: Iterable[Any]) -> set[int]:
-    """The file descriptors among sockets with something to read (a queued connection or bytes)."""
+def _any_readable(sockets: Iterable[Any]) -> bool:
+    """Whether any of sockets has something to read (a queued connection or request bytes)."""
     fds = [s.fileno() for s in sockets if s.fileno() >= 0]
-    if not fds:
-        return set()
-    ready, _, _ = select.select(fds, [], [], 0)
-    return set(ready)
+    return bool(fds) and bool(select.select(fds, [], [], 0)[0])
 
 
 def _unread(connections: Iterable[Any]) -> list[Any]:
@@ -56,8 +53,7 @@ class DrainingServer(uvicorn.Server):
         deadline = time.monotonic() + DRAIN_SECONDS
         listening = [s for server in self.servers for s in server.sockets]
         while time.monotonic() < deadline:
-            waiting = _readable(listening) | _readable(_unread(self.server_state.connections))
-            if not waiting:
+            if not _any_readable([*listening, *_unread(self.server_state.connections)]):
                 break
             # One turn of the event loop accepts the queue and reads the waiting bytes.
             await asyncio.sleep(0.005)
