@@ -1,12 +1,16 @@
 """The web page: static files served with the right types, and a real browser asking a question,
-following a citation into its source and checking the highlighted span."""
+following a citation into its source and checking the highlighted span, and opening deep links
+(`/?doc=SOURCE&start=N&end=M`) to a span of a document."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -17,7 +21,8 @@ from service.api import create_app
 from service.api.web import STATIC_DIR
 from service.config import Settings
 from service.embedding import Embedder, load_embedder
-from tests.test_openai import REPO, TROOPS, seed_index, serve
+from service.indexing import Builder
+from tests.test_openai import SEED, TROOPS, seed_index, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,8 +33,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ARTIFACTS = REPO / "artifacts"
 WEB_KEY = "web-secret"
+# A source whose name needs encoding in a URL (a folder, a space, "+", non-ASCII) and whose text
+# has characters outside the BMP before the linked span (offsets count code points).
+TRICKY_SOURCE = "notes/field day + ünïcode.md"
+TRICKY_TEXT = (
+    "# Field notes \U0001f600\n\n"
+    "Camp was set up by noon \U0001f3d5 near the café, and the naïve plan held.\n\n"
+    "The river crossing took three days \U0001f6a3 because the bridge was out.\n"
+    "Nobody minded.\n"
+)
+TRICKY_SPAN = "The river crossing took three days \U0001f6a3 because the bridge was out.\nNobody"
+# Failed fetches the page expects and reports itself (missing key, unknown document).
+EXPECTED_LOAD_ERROR = re.compile(r"Failed to load resource: .*status of 40[14]\b")
 
 ClientFor = Callable[[Settings], TestClient]
 
@@ -135,6 +151,20 @@ def web_url(web_settings: Settings, web_embedder: Embedder) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def tricky_url(tmp_path_factory: pytest.TempPathFactory, web_embedder: Embedder) -> Iterator[str]:
+    """A real server over the seed and TRICKY_SOURCE."""
+    folder = tmp_path_factory.mktemp("web-links")
+    seeds = folder / "seeds"
+    (seeds / "notes").mkdir(parents=True)
+    shutil.copy(SEED, seeds / SEED.name)
+    (seeds / TRICKY_SOURCE).write_text(TRICKY_TEXT, encoding="utf-8")
+    settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=folder / "index")
+    Builder(settings, web_embedder).build()
+    with serve(create_app(settings, embedder=web_embedder)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def keyed_url(web_settings: Settings, web_embedder: Embedder) -> Iterator[str]:
     """A second server over the same index, requiring an API key."""
     settings = web_settings.model_copy(update={"api_keys": [WEB_KEY]})
@@ -150,7 +180,7 @@ def page(browser: Browser) -> Iterator[Page]:
     problems: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and "401" not in message.text:
+        if message.type == "error" and not EXPECTED_LOAD_ERROR.search(message.text):
             problems.append(message.text)
 
     tab.on("console", on_console)
@@ -167,7 +197,7 @@ def ask_in_page(page: Page, question: str) -> None:
 
 
 @pytest.mark.e2e
-def test_ask_and_open_the_first_citation(page: Page, web_url: str) -> None:
+def test_ask_and_open_the_first_citation(page: Page, web_url: str, tmp_path: Path) -> None:
     """Ask about the seed, follow [1] to its passage, open the citation, check the marked span."""
     expected = httpx.post(f"{web_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
     first = expected["passages"][0]
@@ -211,8 +241,7 @@ def test_ask_and_open_the_first_citation(page: Page, web_url: str) -> None:
     assert doc_view.locator("#doc-text").text_content() == document["text"]
     expect(mark).to_be_in_viewport()
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "web.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
 
     # Escape closes the document view and gives focus back to the citation button.
     page.keyboard.press("Escape")
@@ -254,3 +283,177 @@ def test_api_key_is_asked_for_kept_and_sent(page: Page, keyed_url: str) -> None:
     expect(page.get_by_label("API key (optional, kept for this tab only)")).to_have_value(WEB_KEY)
     stored = page.evaluate("() => sessionStorage.getItem('groundqa.apiKey')")
     assert stored == WEB_KEY
+
+
+# ----------------------------------------------------------------------------- deep links
+
+
+def span_link(base_url: str, source: str, start: object, end: object, **extra: str) -> str:
+    """A deep link as chat answers build it (urlencode: "/" as %2F, spaces as "+")."""
+    return f"{base_url}/?" + urlencode({"doc": source, "start": start, "end": end, **extra})
+
+
+def fetch_document(base_url: str, source: str, **kwargs: Any) -> dict[str, Any]:
+    """The indexed document through the API, as the page fetches it."""
+    r = httpx.get(f"{base_url}/v1/documents/{quote(source, safe='/')}", timeout=30, **kwargs)
+    r.raise_for_status()
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def lines_of(text: str, start: int, end: int) -> str:
+    """Lines of text[start:end], numbered as the index numbers a chunk's lines."""
+    first, last = text.count("\n", 0, start) + 1, text.count("\n", 0, end - 1) + 1
+    return f"line {first}" if first == last else f"lines {first}–{last}"
+
+
+@pytest.mark.e2e
+def test_deep_link_opens_the_cited_span(page: Page, web_url: str, tmp_path: Path) -> None:
+    """/?doc=&start=&end= for a known chunk shows its document with exactly text[start:end]
+    marked, in view and focused, says so in the status line, and fills in ?q= without asking."""
+    passages = httpx.post(f"{web_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
+    # The passage furthest into the document, so the mark has to be scrolled to.
+    citation = max((p["citation"] for p in passages["passages"]), key=lambda c: c["char_start"])
+    source, start, end = citation["source"], citation["char_start"], citation["char_end"]
+    document = fetch_document(web_url, source)
+
+    page.goto(span_link(web_url, source, start, end, q=TROOPS))
+    doc_view = page.locator("#doc-view")
+    expect(doc_view).to_be_visible()
+    expect(doc_view).to_be_focused()
+    expect(page.locator("#doc-title")).to_have_text(source)
+    where = f"lines {citation['line_start']}–{citation['line_end']} (characters {start}–{end})"
+    assert where == f"{lines_of(document['text'], start, end)} (characters {start}–{end})"
+    expect(page.locator("#status")).to_have_text(f"Showing {source}, {where}.")
+    expect(page.locator("#doc-meta")).to_contain_text(f"The link cites {where}")
+    mark = doc_view.locator("mark#cited-span.cited")
+    expect(mark).to_have_count(1)
+    assert mark.text_content() == document["text"][start:end]
+    assert doc_view.locator("#doc-text").text_content() == document["text"]
+    expect(mark).to_be_in_viewport()
+    # ?q= fills the question box; with a deep link it does not ask.
+    expect(page.get_by_label("Question", exact=True)).to_have_value(TROOPS)
+    expect(page.locator("#results")).to_be_hidden()
+
+    page.screenshot(path=str(tmp_path / "deep-link.png"), full_page=True)
+
+    # Closing the view drops the span from the URL and gives focus to the question.
+    page.keyboard.press("Escape")
+    expect(doc_view).to_be_hidden()
+    expect(page).to_have_url(f"{web_url}/?" + urlencode({"q": TROOPS}))
+    expect(page.get_by_label("Question", exact=True)).to_be_focused()
+
+
+@pytest.mark.e2e
+def test_deep_link_counts_code_points_and_decodes_the_source(page: Page, tricky_url: str) -> None:
+    """Offsets are code points (Python str indices) even after astral characters, and a source
+    with a folder, a space, "+" and non-ASCII letters round-trips through the URL."""
+    text = fetch_document(tricky_url, TRICKY_SOURCE)["text"]
+    start = text.index(TRICKY_SPAN)
+    end = start + len(TRICKY_SPAN)
+    assert len(text[:start].encode("utf-16-le")) // 2 > start  # astral characters come before
+
+    page.goto(span_link(tricky_url, TRICKY_SOURCE, start, end))
+    expect(page.locator("#doc-title")).to_have_text(TRICKY_SOURCE)
+    where = f"{lines_of(text, start, end)} (characters {start}–{end})"
+    expect(page.locator("#status")).to_have_text(f"Showing {TRICKY_SOURCE}, {where}.")
+    mark = page.locator("#doc-view mark#cited-span")
+    expect(mark).to_have_count(1)
+    assert mark.text_content() == text[start:end] == TRICKY_SPAN
+    assert page.locator("#doc-text").text_content() == text
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "source",
+    [
+        "nope/missing.txt",
+        "<img src=x onerror=alert(1)>.txt",
+        "../v1/index",  # must not resolve to another API path
+        "sub/./000_6103265ed68543fd.txt",
+    ],
+)
+def test_deep_link_to_an_unknown_document(page: Page, web_url: str, source: str) -> None:
+    """A source not in the index is an error in the status line, as text; nothing else opens."""
+    page.goto(span_link(web_url, source, 0, 10))
+    status = page.locator("#status")
+    expect(status).to_have_text(f"{source} is not in the index.")
+    expect(status).to_have_class(re.compile(r"\bstatus-error\b"))
+    expect(page.locator("#doc-view")).to_be_hidden()
+    expect(page.locator("img")).to_have_count(0)
+
+
+@pytest.mark.e2e
+def test_deep_link_without_a_document_name(page: Page, web_url: str) -> None:
+    """?doc= with nothing in it says so."""
+    page.goto(f"{web_url}/?doc=&start=0&end=5")
+    expect(page.locator("#status")).to_have_text("The link names no document to show.")
+    expect(page.locator("#doc-view")).to_be_hidden()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("", "the link names no span"),
+        ("&start=5", "the link gives no end"),
+        ("&start=abc&end=5", "start “abc” is not a character offset (a whole number)"),
+        ("&start=-1&end=5", "start “-1” is not a character offset (a whole number)"),
+        ("&start=3&end=2.5", "end “2.5” is not a character offset (a whole number)"),
+        ("&start=10&end=5", "the span characters 10–5 is empty or reversed"),
+        ("&start=7&end=7", "the span characters 7–7 is empty or reversed"),
+        ("&start=0&end=99999999", "the span characters 0–99999999 ends past the document's {n}"),
+    ],
+)
+def test_deep_link_with_a_bad_span_opens_the_whole_document(
+    page: Page, web_url: str, query: str, problem: str
+) -> None:
+    """A missing, non-integer, negative, empty, reversed or out-of-range span opens the document
+    unmarked and the status line says why."""
+    document = fetch_document(web_url, SEED.name)
+    n = len(document["text"])
+    page.goto(f"{web_url}/?doc={SEED.name}{query}")
+    expect(page.locator("#doc-view")).to_be_focused()
+    expect(page.locator("#status")).to_have_text(
+        f"Showing {SEED.name} without a highlight: {problem.format(n=f'{n} characters')}."
+    )
+    expect(page.locator("#doc-meta")).to_contain_text(f"The whole document, {n} characters")
+    expect(page.locator("#doc-view mark")).to_have_count(0)
+    assert page.locator("#doc-text").text_content() == document["text"]
+
+
+@pytest.mark.e2e
+def test_opening_a_citation_puts_its_deep_link_in_the_url(page: Page, web_url: str) -> None:
+    """The page's own document view leaves a copyable deep link in the address bar; loading it
+    marks the same span."""
+    page.goto(f"{web_url}/")
+    ask_in_page(page, TROOPS)
+    expect(page.locator("#status")).to_contain_text("Answer ready", timeout=30_000)
+    page.locator("#passage-2 button.citation").click()
+    cited = page.locator("#doc-view mark#cited-span")
+    expect(cited).to_have_count(1)
+    first_text = cited.text_content()
+    expected = httpx.post(f"{web_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
+    c = expected["passages"][1]["citation"]
+    link = span_link(web_url, c["source"], c["char_start"], c["char_end"])
+    expect(page).to_have_url(link)
+
+    page.goto(link)
+    expect(cited).to_have_count(1)
+    assert cited.text_content() == first_text == expected["passages"][1]["text"]
+    expect(page.locator("#status")).to_contain_text(f"Showing {c['source']}, lines ")
+
+
+@pytest.mark.e2e
+def test_deep_link_waits_for_the_api_key(page: Page, keyed_url: str) -> None:
+    """Behind a key the link asks for one, then opens once it is entered."""
+    text = fetch_document(keyed_url, SEED.name, headers={"Authorization": f"Bearer {WEB_KEY}"})
+    page.goto(span_link(keyed_url, SEED.name, 0, 40))
+    expect(page.locator("#status")).to_contain_text("needs an API key to show", timeout=30_000)
+    key_input = page.get_by_label("API key (optional, kept for this tab only)")
+    expect(key_input).to_be_focused()
+    key_input.fill(WEB_KEY)
+    key_input.press("Enter")
+    mark = page.locator("#doc-view mark#cited-span")
+    expect(mark).to_have_count(1)
+    assert mark.text_content() == text["text"][0:40]

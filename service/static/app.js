@@ -1,5 +1,7 @@
 // groundqa web page: ask a question, read the cited passages, open each citation in its source.
-// Plain JavaScript, no dependencies. Text from the server is only ever inserted as text nodes.
+// Deep links (?doc=SOURCE&start=N&end=M, code-point offsets into the indexed text, half-open)
+// open a document with that span marked. Plain JavaScript, no dependencies. Text from the server
+// or from the page's URL is only ever inserted as text nodes.
 "use strict";
 
 (function () {
@@ -28,6 +30,7 @@
   let docSeq = 0;
   let currentBuild = null;
   let lastTrigger = null;
+  let pendingLink = null; // a deep link waiting for an API key
   const documents = new Map(); // document path -> Promise of {source, title, sha256, text}
 
   // ------------------------------------------------------------------ small helpers
@@ -168,6 +171,28 @@
     return (pages ? pages + ", " : "") + lineRange(citation);
   }
 
+  function charRange(start, end) {
+    return "characters " + start + "\u2013" + end;
+  }
+
+  // Length of text in code points, counted as unitIndices counts them.
+  function pointLength(text) {
+    let points = 0;
+    for (let unit = 0; unit < text.length; unit += text.codePointAt(unit) > 0xffff ? 2 : 1) points += 1;
+    return points;
+  }
+
+  // The lines a code-point span covers, numbered as the index numbers a chunk's lines.
+  function spanLines(text, start, end) {
+    const units = unitIndices(text, [start, end - 1]);
+    const lineAt = (unit) => {
+      let line = 1;
+      for (let i = text.indexOf("\n"); i !== -1 && i < unit; i = text.indexOf("\n", i + 1)) line += 1;
+      return line;
+    };
+    return { line_start: lineAt(units.get(start)), line_end: lineAt(units.get(end - 1)) };
+  }
+
   function showBuild(index) {
     if (!index) return;
     if (currentBuild !== index.build_id) documents.clear();
@@ -291,34 +316,60 @@
     return documents.get(path);
   }
 
+  // Show doc in the document view with span (code points, or null) marked as the cited span and
+  // the highlights (offsets within the span) marked inside it; the view takes the focus.
+  function renderDocument(doc, meta, span, highlights) {
+    docTitle.textContent = doc.source;
+    docMeta.replaceChildren(document.createTextNode(meta),
+      doc.title && doc.title !== doc.source ? el("span", { className: "doc-name" }, doc.title) : "");
+    docText.replaceChildren();
+    const [mark] = appendMarked(docText, doc.text, span ? [span] : [],
+      { id: "cited-span", className: "cited" });
+    if (mark) {
+      // Within the cited span, the sentences that answer the question stand out.
+      const cited = mark.textContent;
+      mark.replaceChildren();
+      appendMarked(mark, cited, highlights, { className: "answer-sentence" });
+    }
+    docView.hidden = false;
+    docView.focus({ preventScroll: true });
+    if (mark) mark.scrollIntoView({ block: "center" });
+    else docText.scrollTop = 0;
+  }
+
+  // The page's own URL for a span of a source: the form chat answers link to.
+  function spanLink(source, start, end) {
+    const url = new URL(window.location.href);
+    url.search = new URLSearchParams({ doc: source, start: String(start), end: String(end) }).toString();
+    url.hash = "";
+    return url.toString();
+  }
+
+  function replaceUrl(url) {
+    try {
+      history.replaceState(null, "", url);
+    } catch (_) {
+      // Some contexts refuse history updates; the page works the same without.
+    }
+  }
+
   async function openDocument(passage, trigger) {
     const seq = ++docSeq;
     const c = passage.citation;
     lastTrigger = trigger;
+    pendingLink = null;
     docView.setAttribute("aria-busy", "true");
     setStatus("Loading " + c.source + "\u2026", "loading");
     try {
       const doc = await fetchDocument(c.url.split("#")[0]);
       if (seq !== docSeq) return;
-      docTitle.textContent = doc.source;
-      docMeta.replaceChildren(
-        document.createTextNode("Passage [" + passage.rank + "] cites " + location(c) +
-          " (characters " + c.char_start + "\u2013" + c.char_end + ")"),
-        doc.title && doc.title !== doc.source ? el("span", { className: "doc-name" }, doc.title) : "");
-      docText.replaceChildren();
-      const [mark] = appendMarked(docText, doc.text, [{ start: c.char_start, end: c.char_end }],
-        { id: "cited-span", className: "cited" });
-      if (mark) {
-        // Within the cited span, the sentences that answer the question stand out.
-        const cited = mark.textContent;
-        mark.replaceChildren();
-        appendMarked(mark, cited, passage.highlights.map((h) => ({
+      const where = location(c) + " (" + charRange(c.char_start, c.char_end) + ")";
+      renderDocument(doc, "Passage [" + passage.rank + "] cites " + where,
+        { start: c.char_start, end: c.char_end },
+        passage.highlights.map((h) => ({
           start: h.char_start - c.char_start, end: h.char_end - c.char_start,
-        })), { className: "answer-sentence" });
-      }
-      docView.hidden = false;
-      docView.focus({ preventScroll: true });
-      if (mark) mark.scrollIntoView({ block: "center" });
+        })));
+      replaceUrl(spanLink(c.source, c.char_start, c.char_end));
       setStatus("Showing " + doc.source + ", " + location(c) + ".", "");
     } catch (error) {
       if (seq !== docSeq) return;
@@ -329,10 +380,102 @@
     }
   }
 
+  // ------------------------------------------------------------------ deep links
+
+  // The API path of a source, as citations spell it (Python's quote(source, safe="/")), or null
+  // for a name no indexed source has: a dot or empty segment would resolve to another path.
+  function documentPath(source) {
+    const parts = source.split("/");
+    if (parts.some((part) => part === "" || part === "." || part === "..")) return null;
+    return "/v1/documents/" + parts.map((part) => encodeURIComponent(part)
+      .replace(/[!'()*]/g, (ch) => "%" + ch.charCodeAt(0).toString(16).toUpperCase())).join("/");
+  }
+
+  // A URL parameter as shown back to the user: quoted, and cut when long.
+  function shown(value) {
+    return "\u201c" + (value.length > 40 ? value.slice(0, 40) + "\u2026" : value) + "\u201d";
+  }
+
+  // The span a link asks for in text, or why it cannot be marked.
+  function linkSpan(text, link) {
+    if (link.start === null && link.end === null) return { problem: "the link names no span" };
+    for (const name of ["start", "end"]) {
+      const value = link[name];
+      if (value === null) return { problem: "the link gives no " + name };
+      if (!/^\d{1,15}$/.test(value)) {
+        return { problem: name + " " + shown(value) + " is not a character offset (a whole number)" };
+      }
+    }
+    const start = Number(link.start);
+    const end = Number(link.end);
+    const length = pointLength(text);
+    if (end <= start) return { problem: "the span " + charRange(start, end) + " is empty or reversed" };
+    if (end > length) {
+      return {
+        problem: "the span " + charRange(start, end) + " ends past the document's " + length + " characters",
+      };
+    }
+    return { start: start, end: end };
+  }
+
+  async function openLink(link) {
+    const seq = ++docSeq;
+    const source = link.source;
+    lastTrigger = null;
+    pendingLink = null;
+    const path = documentPath(source);
+    if (!source || path === null) {
+      setStatus(source ? source + " is not in the index." : "The link names no document to show.", "error");
+      return;
+    }
+    docView.setAttribute("aria-busy", "true");
+    setStatus("Loading " + source + "\u2026", "loading");
+    try {
+      const doc = await fetchDocument(path);
+      if (seq !== docSeq) return;
+      if (!doc || typeof doc.text !== "string" || typeof doc.source !== "string") {
+        throw new ApiError(0, "the server sent no document");
+      }
+      const span = linkSpan(doc.text, link);
+      if (span.problem) {
+        renderDocument(doc,
+          "The whole document, " + pointLength(doc.text) + " characters; no span is marked.", null, []);
+        setStatus("Showing " + doc.source + " without a highlight: " + span.problem + ".", "");
+        return;
+      }
+      const where = location(spanLines(doc.text, span.start, span.end)) +
+        " (" + charRange(span.start, span.end) + ")";
+      renderDocument(doc, "The link cites " + where, span, []);
+      setStatus("Showing " + doc.source + ", " + where + ".", "");
+    } catch (error) {
+      if (seq !== docSeq) return;
+      if (error.status === 401) {
+        pendingLink = link;
+        askForKey("This server needs an API key to show " + source + ": enter it above and press Enter.");
+      } else if (error.status === 404) {
+        setStatus(source + " is not in the index.", "error");
+      } else {
+        setStatus("Could not load " + source + ": " + error.message, "error");
+      }
+    } finally {
+      if (seq === docSeq) docView.removeAttribute("aria-busy");
+    }
+  }
+
+  function retryLink() {
+    if (pendingLink && keyInput.value.trim()) openLink(pendingLink);
+  }
+
   function closeDocument() {
     docView.hidden = true;
     docText.replaceChildren();
+    const url = new URL(window.location.href);
+    if (url.searchParams.has("doc")) {
+      for (const name of ["doc", "start", "end"]) url.searchParams.delete(name);
+      replaceUrl(url.toString());
+    }
     if (lastTrigger && document.body.contains(lastTrigger)) lastTrigger.focus();
+    else questionInput.focus();
   }
 
   // ------------------------------------------------------------------ wiring
@@ -365,6 +508,10 @@
   });
   keyInput.value = storedKey();
   keyInput.addEventListener("input", () => storeKey(keyInput.value.trim()));
+  keyInput.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") retryLink();
+  });
+  keyInput.addEventListener("change", retryLink);
   keyClear.addEventListener("click", () => {
     keyInput.value = "";
     storeKey("");
@@ -373,9 +520,13 @@
   });
 
   showReadiness();
-  const preset = new URLSearchParams(window.location.search).get("q");
-  if (preset) {
-    questionInput.value = preset;
+  // ?q= asks a question; with ?doc= (a deep link to a span) it only fills the question box.
+  const params = new URLSearchParams(window.location.search);
+  const preset = params.get("q");
+  if (preset) questionInput.value = preset;
+  if (params.has("doc")) {
+    openLink({ source: params.get("doc"), start: params.get("start"), end: params.get("end") });
+  } else if (preset) {
     ask(preset);
   }
 })();
