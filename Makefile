@@ -41,9 +41,11 @@ test-ray: $(STAMP)  ## the Ray engine tests (installs the optional extra)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-eval: $(STAMP)
+eval: $(STAMP)  ## retrieval metrics, then follow-up conversations next to their standalone questions
 	$(BIN)/groundqa eval ../shared/eval/scifact --split train
 	$(BIN)/groundqa eval ../shared/eval/squad --split dev
+	$(BIN)/groundqa eval seeds --conversations bench/conversations/seed.json
+	$(BIN)/groundqa eval ../shared/eval/squad --split dev --conversations bench/conversations/squad.json
 
 clean:
 	rm -rf $(VENV) index/builds index/cache index/CURRENT

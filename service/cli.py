@@ -1,4 +1,4 @@
-"""Command line: `groundqa index | ask | serve` (text for people, --json for machines)."""
+"""Command line: `groundqa index | ask | serve | eval` (text for people, --json for machines)."""
 
 from __future__ import annotations
 
@@ -138,11 +138,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Index a BEIR-layout dataset and print retrieval metrics per mode."""
+    """Index a BEIR-layout dataset and print retrieval metrics per mode, or with
+    --conversations score multi-turn conversations against their standalone questions."""
     from service.embedding import embedder_for
     from service.evaluation import MODES, evaluate, table
 
     settings = _settings(args)
+    if args.conversations is not None:
+        return _eval_conversations(args, settings)
     embedder = embedder_for(settings)
     modes = [args.mode] if args.mode else list(MODES)
     result = evaluate(
@@ -155,6 +158,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.json or sys.stderr.isatty(),
     )
     print(json.dumps(result, sort_keys=True) if args.json else table(result))
+    return 0
+
+
+def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
+    """The conversational mode of `groundqa eval`."""
+    from service.embedding import embedder_for
+    from service.evaluation import (
+        conversation_json,
+        conversation_table,
+        evaluate_conversations,
+        load_conversations,
+    )
+
+    # Before the model loads: a wrong file fails at once.
+    conversations = load_conversations(args.conversations)
+    report = evaluate_conversations(
+        args.dataset,
+        conversations,
+        settings,
+        embedder_for(settings),
+        split=args.split,
+        conversations_file=str(args.conversations),
+        mode=args.mode,
+        cache_dir=args.cache,
+        progress=not args.json or sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(conversation_json(report), sort_keys=True))
+    else:
+        print(conversation_table(report))
     return 0
 
 
@@ -203,9 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="score retrieval on a BEIR-layout dataset")
-    p.add_argument("dataset", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels/")
+    p.add_argument(
+        "dataset",
+        type=Path,
+        help="folder with corpus.jsonl, queries.jsonl, qrels/ (with --conversations also a "
+        "seeds folder)",
+    )
     p.add_argument("--split", default="test", help="qrels/<split>.tsv to use (default: test)")
-    p.add_argument("--mode", choices=["hybrid", "dense", "keyword"], help="default: all three")
+    p.add_argument(
+        "--mode",
+        choices=["hybrid", "dense", "keyword"],
+        help="default: all three (with --conversations: the configured mode)",
+    )
+    p.add_argument(
+        "--conversations",
+        type=Path,
+        metavar="FILE",
+        help="score the multi-turn conversations of FILE (see bench/conversations/README.md) "
+        "by turn position, next to their standalone questions",
+    )
     p.add_argument("--cache", type=Path, help="folder for the dataset's index")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_eval)

@@ -27,3 +27,7 @@ class BuildInProgressError(GroundQAError):
 
 class DocumentNotFoundError(GroundQAError):
     """The requested source is not in the published build."""
+
+
+class ConversationFileError(GroundQAError):
+    """The conversations file of a conversational evaluation is missing or malformed."""
