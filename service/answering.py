@@ -13,7 +13,7 @@ from service.citations import Highlight, Passage, highlight, passages
 from service.config import Mode
 from service.keyword import KeywordIndex, tokenize
 from service.models import Chunk, Hit, Span
-from service.search import Searcher
+from service.search import Context, Searcher, SearchResult
 
 ABSTAIN_TEXT = "The indexed sources do not answer this question."
 MAX_ANSWER_SENTENCES = 2
@@ -26,6 +26,15 @@ class Answer:
     text: str
     grounded: bool
     citations: tuple[int, ...]
+    quotes: tuple[Quote, ...] = ()  # the quoted sentences, in the order of the text
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A sentence an answer quotes, and the rank of the passage it quotes."""
+
+    rank: int
+    highlight: Highlight
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +70,23 @@ def prefetch_sentences(chunks: Sequence[Chunk]) -> None:
 
 
 def best_sentences(
-    terms: Sequence[str], hits: Sequence[Hit], keyword: KeywordIndex
+    terms: Sequence[str],
+    hits: Sequence[Hit],
+    keyword: KeywordIndex,
+    term_weights: Sequence[float] = (),
 ) -> list[ScoredHighlight | None]:
     """The sentence of each hit holding the largest share of the question's IDF mass (the
-    first of equals), or None for a hit without sentences.
+    first of equals), or None for a hit without sentences; `term_weights` scales each term's
+    IDF (a conversation's earlier terms count less than the question's).
 
     Measured on SQuAD, this lexical score picks the answer sentence as often as dense sentence
     similarity combined with it, at a fraction of the cost (no encoder call per request).
     """
     question_terms = frozenset(terms)
     weights = keyword.idf(sorted(question_terms))
+    if term_weights:
+        scale = dict(zip(terms, term_weights, strict=True))
+        weights = {t: w * scale[t] for t, w in weights.items()}
     total = sum(weights.values())
     best: list[ScoredHighlight | None] = []
     for rank, hit in enumerate(hits, start=1):
@@ -83,6 +99,75 @@ def best_sentences(
         score = mass[i] / total if total else 0.0
         best.append(ScoredHighlight(rank, highlight(hit.chunk, analysed.spans[i]), score))
     return best
+
+
+# In a follow-up the earlier turns' words find the passage; within it the question's own words
+# and meaning pick the sentence.
+FOLLOW_UP_CONTEXT_SCALE = 0.2
+FOLLOW_UP_PASSAGES = 3
+FOLLOW_UP_MARGIN = 0.15
+
+
+def follow_up_sentences(
+    searcher: Searcher,
+    question: str,
+    result: SearchResult,
+) -> tuple[list[ScoredHighlight | None], list[ScoredHighlight]]:
+    """The best sentence of each of the first hits for a follow-up question: its share of the
+    question's IDF mass (context terms scaled down) plus its cosine with the question alone,
+    later hits keep their lexical best. Also returns every scored sentence of the first hits."""
+    scale = dict(zip(result.terms, result.weights, strict=True))
+    idf = result.index.keyword.idf(sorted(scale))
+    weights = {
+        t: w * (1.0 if scale[t] >= 1.0 else FOLLOW_UP_CONTEXT_SCALE * scale[t])
+        for t, w in idf.items()
+    }
+    # Over the unscaled mass: context terms alone reach at most FOLLOW_UP_CONTEXT_SCALE.
+    total = sum(idf.values()) or 1.0
+    head = result.hits[:FOLLOW_UP_PASSAGES]
+    analysed = [sentences_of(h.chunk.text) for h in head]
+    texts = [
+        h.chunk.text[s.start : s.end] for h, a in zip(head, analysed, strict=True) for s in a.spans
+    ]
+    cosines = iter(
+        (searcher.embed_texts(texts) @ searcher.embed_question(question)).tolist() if texts else []
+    )
+    best: list[ScoredHighlight | None] = []
+    candidates: list[ScoredHighlight] = []
+    for rank, (hit, sentences) in enumerate(zip(head, analysed, strict=True), start=1):
+        scored: list[ScoredHighlight] = []
+        for span, terms in zip(sentences.spans, sentences.terms, strict=True):
+            mark = highlight(hit.chunk, span)
+            score = sum(weights.get(t, 0.0) for t in terms) / total + next(cosines)
+            scored.append(ScoredHighlight(rank, mark, score))
+        candidates.extend(scored)
+        best.append(max(scored, key=lambda s: s.score) if scored else None)
+    rest = best_sentences(
+        result.terms, result.hits[FOLLOW_UP_PASSAGES:], result.index.keyword, result.weights
+    )
+    shifted = [
+        ScoredHighlight(b.rank + len(head), b.highlight, b.score) if b else None for b in rest
+    ]
+    return best + shifted, candidates
+
+
+def compose_follow_up(
+    candidates: Sequence[ScoredHighlight], grounded: bool, margin: float = FOLLOW_UP_MARGIN
+) -> Answer:
+    """Quote the best sentence, and the next best of any passage when within margin: what a
+    follow-up refers to is less certain than what a question names, so it quotes wider."""
+    ranked = sorted(candidates, key=lambda c: (-c.score, c.rank, c.highlight.char_start))
+    if not grounded or not ranked:
+        return Answer(text=ABSTAIN_TEXT, grounded=False, citations=())
+    chosen = [ranked[0]]
+    for cand in ranked[1:]:
+        if len(chosen) >= MAX_ANSWER_SENTENCES or cand.score < ranked[0].score - margin:
+            break
+        if cand.highlight.text not in {c.highlight.text for c in chosen}:
+            chosen.append(cand)
+    # In document order within a passage, so two quotes of one passage read as written.
+    chosen.sort(key=lambda c: (c.rank, c.highlight.char_start))
+    return quoting(chosen)
 
 
 def best_highlights(best: Sequence[ScoredHighlight | None]) -> list[tuple[Highlight, ...]]:
@@ -105,8 +190,18 @@ def compose_answer(
             break
         if cand.highlight.text not in {c.highlight.text for c in chosen}:
             chosen.append(cand)
+    return quoting(chosen)
+
+
+def quoting(chosen: Sequence[ScoredHighlight]) -> Answer:
+    """The grounded answer quoting each chosen sentence, followed by its [rank] marker."""
     text = " ".join(f"{c.highlight.text} [{c.rank}]" for c in chosen)
-    return Answer(text=text, grounded=True, citations=tuple(sorted({c.rank for c in chosen})))
+    return Answer(
+        text=text,
+        grounded=True,
+        citations=tuple(sorted({c.rank for c in chosen})),
+        quotes=tuple(Quote(c.rank, c.highlight) for c in chosen),
+    )
 
 
 def is_grounded(hits: Sequence[Hit], threshold: float) -> bool:
@@ -134,16 +229,26 @@ def ask(
     top_k: int,
     mode: Mode | None = None,
     sources: Sequence[str] | None = None,
+    context: Sequence[Context] = (),
 ) -> AskResult:
-    """Search, highlight, cite and answer one question."""
+    """Search, highlight, cite and answer one question, read in its context if given."""
     started = time.perf_counter()
     result = searcher.search(
-        question, top_k=top_k, mode=mode, sources=sources, prefetch=prefetch_sentences
+        question,
+        top_k=top_k,
+        mode=mode,
+        sources=sources,
+        prefetch=prefetch_sentences,
+        context=context,
     )
     t0 = time.perf_counter()
-    best = best_sentences(result.terms, result.hits, result.index.keyword)
     grounded = is_grounded(result.hits, searcher.settings.abstain_threshold)
-    answer = compose_answer(best, grounded)
+    if context:
+        best, candidates = follow_up_sentences(searcher, question, result)
+        answer = compose_follow_up(candidates, grounded)
+    else:
+        best = best_sentences(result.terms, result.hits, result.index.keyword)
+        answer = compose_answer(best, grounded)
     timings = dict(result.timings, answer_ms=(time.perf_counter() - t0) * 1000)
     return AskResult(
         question=question,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from service.models import Chunk, Hit, Span
 
@@ -48,6 +48,20 @@ class Passage:
 def document_url(source: str) -> str:
     """API path of an indexed document."""
     return "/v1/documents/" + quote(source, safe="/")
+
+
+def span_link(base_url: str, source: str, char_start: int, char_end: int) -> str:
+    """The page at base_url showing source with text[char_start:char_end] highlighted."""
+    query = urlencode({"doc": source, "start": char_start, "end": char_end})
+    return f"{base_url.rstrip('/')}/?{query}"
+
+
+def location(citation: Citation) -> str:
+    """Where a person looks in the source: its pages, else its lines."""
+    if citation.page_start is not None:
+        pages = citation.page_start, citation.page_end or citation.page_start
+        return f"page {pages[0]}" if pages[0] == pages[1] else f"pages {pages[0]}-{pages[1]}"
+    return f"lines {citation.line_start}-{citation.line_end}"
 
 
 def cite(chunk: Chunk) -> Citation:

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="Bearer token for index routes; unset = those routes are disabled."
     )
+    public_url: str | None = Field(
+        None,
+        description="Address users reach groundqa at (https://qa.example.com); links in chat "
+        "answers start with it. Unset: the request's own host.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS."
     )

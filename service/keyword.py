@@ -90,23 +90,33 @@ class KeywordIndex:
         return np.asarray(self._retriever.get_scores_from_ids(ids), dtype=np.float32)
 
     def matches(
-        self, terms: Sequence[str]
+        self, terms: Sequence[str], weights: Sequence[float] | None = None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The rows containing any of a question's `tokenize`d terms, ascending, with their BM25
-        scores (every other row scores 0).
+        scores (every other row scores 0); `weights` scales each term's contribution.
 
         The same sums as `scores`, over the terms' postings only: a question costs what its
         terms occur in, not an array of every chunk (4 MB per request at a million chunks).
         """
-        ids = self._retriever.get_tokens_ids(list(terms)) if self.size else []
+        if not self.size:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if weights is None:
+            ids = self._retriever.get_tokens_ids(list(terms))
+            scales = [1.0] * len(ids)
+        else:
+            vocab = self._retriever.vocab_dict
+            known = [(vocab[t], w) for t, w in zip(terms, weights, strict=True) if t in vocab]
+            ids, scales = [i for i, _ in known], [w for _, w in known]
         if not ids:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         matrix = self._retriever.scores
         indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
         postings = np.concatenate([indices[indptr[i] : indptr[i + 1]] for i in ids])
-        weights = np.concatenate([data[indptr[i] : indptr[i + 1]] for i in ids])
+        scores = np.concatenate(
+            [data[indptr[i] : indptr[i + 1]] * s for i, s in zip(ids, scales, strict=True)]
+        )
         rows, where = np.unique(postings, return_inverse=True)
-        sums = np.bincount(where, weights=weights, minlength=len(rows))
+        sums = np.bincount(where, weights=scores, minlength=len(rows))
         return rows.astype(np.int64), sums.astype(np.float32)
 
     def idf(self, terms: Sequence[str]) -> dict[str, float]:

@@ -72,3 +72,12 @@ class Hit:
     score: float
     dense_score: float | None = None
     keyword_score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRef:
+    """A span of an indexed document, named by source and character offsets."""
+
+    source: str
+    char_start: int
+    char_end: int

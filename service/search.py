@@ -119,6 +119,15 @@ class IndexHolder:
 
 
 @dataclass(frozen=True, slots=True)
+class Context:
+    """Earlier text of a conversation that a question refers to, and the weight it gets in
+    the query (the question itself weighs 1)."""
+
+    text: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
 class SearchResult:
     """Ranked hits and the build they came from."""
 
@@ -126,8 +135,25 @@ class SearchResult:
     build_id: str
     index: LoadedIndex
     query_vector: npt.NDArray[np.float32]
-    terms: tuple[str, ...]  # the question as the keyword index tokenises it
+    terms: tuple[str, ...]  # the question (and its context) as the keyword index tokenises it
     timings: dict[str, float]
+    weights: tuple[float, ...] = ()  # of each term: 1 for the question's, less for context's
+
+
+def weighted_terms(
+    question: str, context: Sequence[Context]
+) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The keyword terms of a question and its context, once each, with the largest weight
+    any of their texts gives them (the question's terms weigh 1)."""
+    if not context:  # a repeated word counts twice, as it always has
+        own = tuple(tokenize([question])[0])
+        return own, (1.0,) * len(own)
+    texts = [question, *(c.text for c in context)]
+    weights: dict[str, float] = {}
+    for tokens, weight in zip(tokenize(texts), [1.0, *(c.weight for c in context)], strict=True):
+        for term in tokens:
+            weights[term] = max(weights.get(term, 0.0), weight)
+    return tuple(weights), tuple(weights.values())
 
 
 Ranking = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
@@ -284,6 +310,10 @@ class Searcher:
             return self.embedder.embed(texts)
         return self._batcher.embed(texts)
 
+    def embed_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Vectors of texts (e.g. a passage's sentences), batched with concurrent requests."""
+        return self._encode(texts)
+
     def _cached_vector(self, question: str) -> npt.NDArray[np.float32] | None:
         with self._cache_lock:
             vector = self._cache.get(question)
@@ -309,6 +339,7 @@ class Searcher:
     def _keyword(
         index: LoadedIndex,
         terms: Sequence[str],
+        weights: Sequence[float] | None,
         depth: int,
         allowed: npt.NDArray[np.int64] | None,
         prefetch: Prefetch | None,
@@ -316,7 +347,7 @@ class Searcher:
     ) -> _KeywordRun:
         """BM25 retrieval, then the chunks of its first 2 * top_k rows handed to prefetch: most
         fused hits are among them, so their per-passage work is done before it is needed."""
-        matched, matched_scores = index.keyword.matches(terms)
+        matched, matched_scores = index.keyword.matches(terms, weights)
         if allowed is not None:
             keep = np.isin(matched, allowed)
             matched, matched_scores = matched[keep], matched_scores[keep]
@@ -336,23 +367,27 @@ class Searcher:
         mode: Mode | None = None,
         sources: Sequence[str] | None = None,
         prefetch: Prefetch | None = None,
+        context: Sequence[Context] = (),
     ) -> SearchResult:
         """The top_k chunks for question, best first, from one consistent build.
 
         `prefetch` is called, on another thread, with chunks likely to be among the hits.
+        `context` adds earlier text of a conversation to both retrievers, with its weight.
         """
         index = self.holder.current
         _search_threads(self.settings.search_threads)
         mode = mode or self.settings.mode
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        terms = tuple(tokenize([question])[0])
+        terms, weights = weighted_terms(question, context)
         allowed = index.chunks.rows_matching(sources) if sources else None
         depth = max(top_k, self.settings.candidates)
-        keyword_args = (index, terms, depth, allowed, prefetch, top_k)
+        keyword_args = (index, terms, weights if context else None, depth, allowed, prefetch, top_k)
         # Encoding a new question is most of an ask and runs outside the GIL; keyword
         # retrieval runs on another core meanwhile. A cached vector needs no second thread.
         cached = self._cached_vector(question)
+        if cached is not None and context:
+            cached = self._with_context(cached, context)
         job: Future[_KeywordRun] | None = None
         keyword: _KeywordRun | None = None
         if mode != "dense":
@@ -363,6 +398,8 @@ class Searcher:
 
         t0 = time.perf_counter()
         query = cached if cached is not None else self._encode_question(question)
+        if cached is None and context:
+            query = self._with_context(query, context)
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
 
         dense_rows = np.zeros(0, dtype=np.int64)
@@ -416,7 +453,18 @@ class Searcher:
             query_vector=query,
             terms=terms,
             timings=timings,
+            weights=weights,
         )
+
+    def _with_context(
+        self, question: npt.NDArray[np.float32], context: Sequence[Context]
+    ) -> npt.NDArray[np.float32]:
+        """The unit vector of the question plus its context's vectors, each by its weight."""
+        total = question.astype(np.float64)
+        for item in context:
+            total = total + item.weight * self.embed_question(item.text)
+        norm = float(np.linalg.norm(total))
+        return (total / norm if norm else total).astype(np.float32)
 
     @staticmethod
     def _dense(

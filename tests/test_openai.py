@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import threading
@@ -12,7 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
+import httpx
 import openai
 import pytest
 import uvicorn
@@ -87,8 +90,11 @@ def test_models_lists_groundqa(client: TestClient) -> None:
 # ----------------------------------------------------------------------------- completions
 
 
-def test_completion_is_the_grounded_answer_with_sources(client: TestClient) -> None:
-    """The message is the ask answer, a blank line and the cited sources; extras carry citations."""
+def test_completion_is_the_grounded_answer_with_sources(
+    client: TestClient, fake_embedder: FakeEmbedder
+) -> None:
+    """The message is the ask answer, a blank line and the linked sources; annotations point at
+    its markers; extras carry full citations."""
     ask = client.post("/v1/ask", json={"question": CAPITAL}).json()
     r = client.post("/v1/chat/completions", json=chat(CAPITAL))
     assert r.status_code == 200
@@ -105,18 +111,29 @@ def test_completion_is_the_grounded_answer_with_sources(client: TestClient) -> N
     build_id = ask["index"]["build_id"]
     assert body["build_id"] == body["system_fingerprint"] == build_id
     assert body["grounded"] is True
-    content = "Paris is the capital of France. [1]\n\nSources:\n[1] paris.txt, lines 1-2"
+    link = "http://testserver/?doc=paris.txt&start=0&end=31"
+    content = f"Paris is the capital of France. [1]\n\nSources:\n\n1. [paris.txt, line 1]({link})"
     assert ask["answer"]["text"] == "Paris is the capital of France. [1]"
+    annotation = {"start_index": 32, "end_index": 35, "url": link, "title": "paris.txt, line 1"}
+    assert content[32:35] == "[1]"
     assert body["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": content},
+            "message": {
+                "role": "assistant",
+                "content": content,
+                "refusal": None,
+                "annotations": [{"type": "url_citation", "url_citation": annotation}],
+            },
             "logprobs": None,
             "finish_reason": "stop",
         }
     ]
     first = ask["passages"][0]
-    assert body["citations"] == [{"rank": 1, "text": first["text"], **first["citation"]}]
+    span = {"span_start": 0, "span_end": 31, "span_url": link}
+    assert body["citations"] == [
+        {"number": 1, "rank": 1, "text": first["text"], **first["citation"], **span}
+    ]
     core = ["rank", "text", "source", "title", "char_start", "char_end", "line_start", "line_end",
             "url"]  # fmt: skip
     assert {key: body["citations"][0][key] for key in core} == {
@@ -130,8 +147,15 @@ def test_completion_is_the_grounded_answer_with_sources(client: TestClient) -> N
         "line_end": 2,
         "url": "/v1/documents/paris.txt#L1-L2",
     }
-    # Rough whitespace counts: 6 words asked, 12 answered.
-    assert body["usage"] == {"prompt_tokens": 6, "completion_tokens": 12, "total_tokens": 18}
+    # Counted with the model's tokenizer (word pieces, no special tokens).
+    tokens = fake_embedder.tokenizer.offsets
+    prompt, completion = len(tokens([CAPITAL])[0]), len(tokens([content])[0])
+    assert (prompt, completion) == (7, 48)
+    assert body["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def test_citation_offsets_index_into_the_document(client: TestClient) -> None:
@@ -149,9 +173,15 @@ def test_abstaining_answer_lists_closest_sources(client: TestClient) -> None:
     content = body["choices"][0]["message"]["content"]
     ranks = [c["rank"] for c in body["citations"]]
     assert ranks == [1, 2]
-    lines = [f"[{c['rank']}] {c['source']}, lines {c['line_start']}-{c['line_end']}"
-             for c in body["citations"]]  # fmt: skip
-    assert content == "\n".join([ABSTAIN_TEXT, "", "Closest sources:", *lines])
+    where = {(1, 2): "lines 1-2", (1, 1): "line 1", (2, 2): "line 2"}
+    lines = [
+        f"{c['number']}. [{c['source']}, {where[c['line_start'], c['line_end']]}]"
+        f"(http://testserver/?doc={quote(c['source'], safe='')}&start={c['char_start']}"
+        f"&end={c['char_end']})"
+        for c in body["citations"]
+    ]
+    assert content == "\n".join([ABSTAIN_TEXT, "", "Closest sources:", "", *lines])
+    assert body["choices"][0]["message"]["annotations"] == []
 
 
 def test_content_parts_ask_the_same_question(client: TestClient) -> None:
@@ -184,20 +214,25 @@ def test_last_user_message_is_the_question(client: TestClient, fake_embedder: Fa
     assert r.json()["choices"][0]["message"]["content"].startswith("Paris is the capital")
 
 
-def test_short_follow_up_is_searched_with_the_previous_question(
+def test_follow_up_is_searched_with_the_earlier_turns(
     client: TestClient, fake_embedder: FakeEmbedder
 ) -> None:
-    """A short last message is searched together with the previous user message."""
+    """An elliptical follow-up is searched with the previous question and the span its answer
+    linked to, each encoded on its own (and cached), the question first."""
+    first = client.post("/v1/chat/completions", json=chat(CAPITAL)).json()
+    answer = first["choices"][0]["message"]["content"]
     messages = [
         {"role": "user", "content": CAPITAL},
-        {"role": "assistant", "content": "Paris is the capital of France. [1]"},
+        {"role": "assistant", "content": answer},
         {"role": "user", "content": "And the tower?"},
     ]
     fake_embedder.calls.clear()
     r = client.post("/v1/chat/completions", json={"model": "groundqa", "messages": messages})
     assert r.status_code == 200
-    assert fake_embedder.calls[0] == [f"And the tower?\n{CAPITAL}"]
-    assert r.json()["citations"][0]["source"] == "paris.txt"
+    assert fake_embedder.calls[0] == ["And the tower?"]
+    body = r.json()
+    assert body["citations"][0]["source"] == "paris.txt"
+    assert "Eiffel Tower" in body["choices"][0]["message"]["content"]
 
 
 OPTIONAL_FIELDS: dict[str, Any] = {
@@ -206,7 +241,7 @@ OPTIONAL_FIELDS: dict[str, Any] = {
     "n": 1,
     "max_tokens": 256,
     "max_completion_tokens": 256,
-    "stop": ["\n\n"],
+    "stop": ["no such text"],
     "presence_penalty": 0.5,
     "frequency_penalty": 0.5,
     "user": "user-1234",
@@ -271,12 +306,14 @@ def test_stream_is_sse_in_the_chunk_format(client: TestClient) -> None:
     assert chunks[0] == {**envelope, "choices": choice({"role": "assistant"})}
     pieces = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
     assert chunks[1:-1] == [{**envelope, "choices": choice({"content": p})} for p in pieces]
-    assert pieces == ["Paris is the capital of France. ", "[1]\n", "\n", "Sources:\n",
-                      "[1] paris.txt, lines 1-2"]  # fmt: skip
+    link = "[paris.txt, line 1](http://testserver/?doc=paris.txt&start=0&end=31)"
+    assert pieces == ["Paris is the capital of France. ", "[1]\n", "\n", "Sources:\n", "\n",
+                      "1. ", link]  # fmt: skip
     assert "".join(pieces) == full["choices"][0]["message"]["content"]
+    annotations = full["choices"][0]["message"]["annotations"]
     assert chunks[-1] == {
         **envelope,
-        "choices": choice({}, "stop"),
+        "choices": choice({"annotations": annotations}, "stop"),
         "citations": full["citations"],
         "grounded": True,
         "build_id": full["build_id"],
@@ -293,6 +330,157 @@ def test_stream_include_usage_adds_a_usage_chunk(client: TestClient) -> None:
     assert usage["choices"] == []
     assert usage["usage"] == full["usage"]
     assert json.loads(events[-3])["choices"][0]["finish_reason"] == "stop"
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+def completion(client: TestClient, **extra: Any) -> dict[str, Any]:
+    """The completion of CAPITAL with extra request fields; asserts a 200."""
+    r = client.post("/v1/chat/completions", json=chat(CAPITAL, **extra))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_token_limit_cuts_at_a_token_boundary(
+    client: TestClient, fake_embedder: FakeEmbedder, field: str
+) -> None:
+    """The content is cut after the limit's last token, with finish_reason "length"; only the
+    markers still inside it keep their annotation."""
+    full = completion(client)["choices"][0]["message"]
+    offsets = fake_embedder.tokenizer.offsets([full["content"]])[0]
+    for limit, kept in ((5, 0), (12, 1)):
+        body = completion(client, **{field: limit})
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "length"
+        assert choice["message"]["content"] == full["content"][: offsets[limit - 1][1]]
+        assert choice["message"]["annotations"] == full["annotations"][:kept]
+        assert body["usage"]["completion_tokens"] == limit
+    assert completion(client, **{field: len(offsets)})["choices"][0]["finish_reason"] == "stop"
+
+
+def test_stop_sequence_ends_the_content_before_it(client: TestClient) -> None:
+    """The content ends where the first stop sequence would begin; finish_reason stays stop."""
+    body = completion(client, stop=["\n\nSources", "never"])
+    assert body["choices"][0]["message"]["content"] == "Paris is the capital of France. [1]"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert len(body["choices"][0]["message"]["annotations"]) == 1
+
+
+def test_json_object_response_is_the_answer_object(client: TestClient) -> None:
+    """response_format json_object: the content is a JSON object of answer, grounded flag and
+    citations."""
+    body = completion(client, response_format={"type": "json_object"})
+    value = json.loads(body["choices"][0]["message"]["content"])
+    assert value == {
+        "answer": "Paris is the capital of France. [1]",
+        "grounded": True,
+        "citations": body["citations"],
+    }
+
+
+def test_json_schema_response_meets_the_schema(client: TestClient) -> None:
+    """A strict schema asking for part of the answer object gets exactly that part."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string"},
+            "grounded": {"type": "boolean"},
+            "citations": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/Cite"},
+            },
+        },
+        "required": ["answer", "grounded", "citations"],
+        "additionalProperties": False,
+        "$defs": {
+            "Cite": {
+                "type": "object",
+                "properties": {"source": {"type": "string"}, "char_start": {"type": "integer"}},
+                "required": ["source", "char_start"],
+                "additionalProperties": False,
+            }
+        },
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}}
+    body = completion(client, response_format=fmt)
+    assert json.loads(body["choices"][0]["message"]["content"]) == {
+        "answer": "Paris is the capital of France. [1]",
+        "grounded": True,
+        "citations": [{"source": "paris.txt", "char_start": 0}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "message"),
+    [
+        ({"n": 2}, "n", "n: only one choice is returned; send n=1 or leave it out"),
+        (
+            {"tool_choice": "required"},
+            "tool_choice",
+            "tool_choice: groundqa answers in text and never calls a tool; use 'auto' or 'none'",
+        ),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+            "tool_choice",
+            "tool_choice: groundqa answers in text and never calls a tool; use 'auto' or 'none'",
+        ),
+        ({"logprobs": True}, "logprobs", "logprobs: answers are quoted, not sampled; no logprobs"),
+        (
+            {"modalities": ["text", "audio"]},
+            "modalities",
+            "modalities: groundqa answers in text only",
+        ),
+        (
+            {"response_format": {"type": "xml"}},
+            "response_format",
+            "response_format.type: 'xml' is not supported; use text, json_object or json_schema",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            "response_format",
+            "response_format.json_schema.schema: a JSON schema object is required",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "schema": {
+                            "type": "object",
+                            "properties": {"confidence": {"type": "number"}},
+                            "required": ["confidence"],
+                        },
+                    },
+                }
+            },
+            "response_format",
+            "response_format: the schema cannot be met by groundqa's answer object (answer: "
+            "string, grounded: boolean, citations: array): 'confidence' is a required property",
+        ),
+    ],
+)
+def test_parameters_it_cannot_honour_are_refused(
+    client: TestClient, extra: dict[str, Any], param: str, message: str
+) -> None:
+    """400 in the OpenAI shape, naming the parameter, instead of silently ignoring it."""
+    r = client.post("/v1/chat/completions", json=chat(CAPITAL, **extra))
+    assert r.status_code == 400
+    assert r.json() == invalid(message, param)
+
+
+def test_public_url_makes_the_links_absolute(
+    corpus: None, settings: Settings, client_for: ClientFor
+) -> None:
+    """With GROUNDQA_PUBLIC_URL the source links start with it, whatever host was asked."""
+    client = client_for(settings.model_copy(update={"public_url": "https://qa.example.com/kb/"}))
+    body = completion(client)
+    link = "https://qa.example.com/kb/?doc=paris.txt&start=0&end=31"
+    assert body["choices"][0]["message"]["content"].endswith(f"({link})")
+    assert body["choices"][0]["message"]["annotations"][0]["url_citation"]["url"] == link
 
 
 # ----------------------------------------------------------------------------- errors
@@ -604,7 +792,7 @@ def test_official_openai_client(live_url: str) -> None:
     assert content is not None
     assert "12,000" in content
     assert "[1]" in content
-    assert "\n\nSources:\n[1] 000_6103265ed68543fd.txt, lines " in content
+    assert "\n\nSources:\n\n1. [000_6103265ed68543fd.txt, line 3](" in content
     assert completion.choices[0].finish_reason == "stop"
     citations = (completion.model_extra or {})["citations"]
     assert citations[0]["rank"] == 1
@@ -626,3 +814,97 @@ def test_official_openai_client_errors(live_url: str) -> None:
     assert caught.value.status_code == 400
     assert caught.value.param == "messages"
     assert "messages must include a user message" in caught.value.message
+
+
+def document_span(base: str, url: str) -> tuple[str, str]:
+    """The document named by a deep link, fetched from the API, and the span it highlights."""
+    query = parse_qs(urlsplit(url).query)
+    source, start, end = query["doc"][0], int(query["start"][0]), int(query["end"][0])
+    text = httpx.get(f"{base}/v1/documents/{quote(source)}", timeout=30).json()["text"]
+    return text, text[start:end]
+
+
+CASUALTIES = [
+    ("Why are North Korean casualties so high?", "unfamiliar"),
+    ("What kind of attacks can't they counter?", "drone attacks"),
+    ("Who said that?", "Lee Seong-kweun"),
+]
+
+
+@pytest.mark.e2e
+def test_openai_client_follows_a_conversation(live_url: str) -> None:
+    """Three turns, each sent with the whole history as chat frontends do: the follow-ups are
+    answered from the passage they refer to, and every annotation points at an [n] marker
+    whose link opens a span the answer quotes."""
+    client = openai.OpenAI(base_url=f"{live_url}/v1", api_key="x", max_retries=0, timeout=60)
+    messages: list[ChatCompletionMessageParam] = []
+    for question, expected in CASUALTIES:
+        messages.append({"role": "user", "content": question})
+        reply = client.chat.completions.create(model="groundqa", messages=messages)
+        message = reply.choices[0].message
+        content = message.content or ""
+        assert (reply.model_extra or {})["grounded"] is True
+        assert expected in content.split("\n\nSources:")[0]
+        assert message.annotations
+        for annotation in message.annotations:
+            cited = annotation.url_citation
+            assert re.fullmatch(r"\[\d+\]", content[cited.start_index : cited.end_index])
+            assert cited.url.startswith(f"{live_url}/?doc=000_6103265ed68543fd.txt&start=")
+            _, span = document_span(live_url, cited.url)
+            assert span in content
+        messages.append({"role": "assistant", "content": content})
+
+    cut = client.chat.completions.create(model="groundqa", messages=messages, max_tokens=5)
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.usage is not None and cut.usage.completion_tokens == 5
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="groundqa", messages=messages, n=2)
+    assert caught.value.param == "n"
+
+
+@pytest.mark.e2e
+def test_langchain_keeps_every_citation_in_the_content(live_url: str) -> None:
+    """LangChain's ChatOpenAI keeps only the content, and there the Sources render (CommonMark,
+    markdown-it-py) as a list of links, each opening a span that the answer quotes; its
+    structured output works through response_format json_schema."""
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_openai import ChatOpenAI
+    from markdown_it import MarkdownIt
+    from pydantic import BaseModel as Schema
+
+    llm = ChatOpenAI(
+        model="groundqa", base_url=f"{live_url}/v1", api_key="x", max_retries=0, timeout=60
+    )
+    history: list[HumanMessage | AIMessage] = []
+    for question, expected in CASUALTIES[:2]:
+        history.append(HumanMessage(question))
+        reply = llm.invoke(history)
+        content = str(reply.content)
+        answer = content.split("\n\nSources:")[0]
+        assert expected in answer
+        tokens = MarkdownIt("commonmark").parse(content)
+        kinds = [t.type for t in tokens]
+        assert "ordered_list_open" in kinds
+        links = [
+            child.attrGet("href")
+            for t in tokens
+            if t.type == "inline"
+            for child in t.children or []
+            if child.type == "link_open"
+        ]
+        markers = re.findall(r"\[(\d+)\]", answer)
+        assert len(links) == len(set(markers)) >= 1
+        for href in links:
+            _, span = document_span(live_url, str(href))
+            assert span in answer
+        history.append(AIMessage(content))
+
+    class Grounded(Schema):
+        answer: str
+        grounded: bool
+
+    structured = llm.with_structured_output(Grounded, method="json_schema")
+    result = structured.invoke(CASUALTIES[0][0])
+    assert isinstance(result, Grounded)
+    assert result.grounded is True
+    assert "unfamiliar" in result.answer

@@ -1,7 +1,9 @@
 """OpenAI-compatible Chat Completions and Models routes, so chat frontends can talk to groundqa.
 
-The assistant message is always the grounded answer of `service.answering.ask`: verbatim quotes
-with [n] markers, then the sources they cite. No text is generated.
+The assistant message is the grounded answer of the conversation's last user turn (see
+`service.conversation`): verbatim quotes with [n] markers, then a Markdown list linking each
+source to its cited span. No text is generated. Every request parameter is either honoured
+or refused with a 400 naming it (README, "Chat parameters").
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
+import jsonschema
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,17 +27,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.answering import AskResult
-from service.api.routes import answer
+from service.api.routes import converse
 from service.api.schemas import QUESTION_MAX
 from service.api.state import ApiKey, SearcherDep, StateDep
-from service.citations import Passage
+from service.chunking import Tokenizer
+from service.conversation import Turn
 from service.errors import GroundQAError, IndexNotBuiltError
+from service.models import SpanRef
+from service.rendering import Rendered, first_stop, render, truncate
 
 MODEL_ID = "groundqa"
-# A last user message shorter than this many words is searched with the previous one.
-SHORT_QUESTION_WORDS = 5
-CLOSEST_SOURCES = 3
 OPENAI_PATHS = ("/v1/chat/", "/v1/models")
+# A message longer than this is read only this far when it is context for a later turn.
+CONTEXT_CHARS = 4000
 
 router = APIRouter(tags=["openai"])
 
@@ -72,7 +78,7 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The Chat Completions request; sampling and tool options are accepted and ignored."""
+    """The Chat Completions request; see README for what each parameter does here."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -95,11 +101,18 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     n: int | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     user: str | None = None
     seed: int | None = None
 
@@ -146,53 +159,172 @@ class InvalidChatRequest(Exception):
         self.param = param
 
 
-def search_query(messages: Sequence[ChatMessage]) -> str:
-    """The last user message, followed by the previous user message when the last is short
-    (a follow-up such as "and in Kursk?" keeps the context it refers to)."""
-    asked = [t for t in (m.text().strip() for m in messages if m.role == "user") if t]
+# ----------------------------------------------------------------------------- the contract
+
+
+def check_supported(body: ChatCompletionRequest) -> None:
+    """Refuse, naming it, any parameter whose effect groundqa cannot give."""
+    if body.n is not None and body.n != 1:
+        raise InvalidChatRequest("n: only one choice is returned; send n=1 or leave it out", "n")
+    if body.logprobs or body.top_logprobs:
+        param = "logprobs" if body.logprobs else "top_logprobs"
+        raise InvalidChatRequest(f"{param}: answers are quoted, not sampled; no logprobs", param)
+    choice = body.tool_choice
+    if choice is not None and choice not in ("none", "auto"):
+        raise InvalidChatRequest(
+            "tool_choice: groundqa answers in text and never calls a tool; use 'auto' or 'none'",
+            "tool_choice",
+        )
+    extra = body.model_extra or {}
+    if extra.get("audio") or any(m != "text" for m in extra.get("modalities") or []):
+        raise InvalidChatRequest("modalities: groundqa answers in text only", "modalities")
+    kind = (body.response_format or {}).get("type", "text")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise InvalidChatRequest(
+            f"response_format.type: {kind!r} is not supported; use text, json_object or "
+            "json_schema",
+            "response_format",
+        )
+    if kind == "json_schema":
+        schema = (body.response_format or {}).get("json_schema", {}).get("schema")
+        if not isinstance(schema, dict):
+            raise InvalidChatRequest(
+                "response_format.json_schema.schema: a JSON schema object is required",
+                "response_format",
+            )
+
+
+def message_turns(messages: Sequence[ChatMessage]) -> list[Turn]:
+    """The user and assistant messages as conversation turns; an assistant message names the
+    spans it cited through the links of its sources list (or its annotations)."""
+    turns: list[Turn] = []
+    for message in messages:
+        text = message.text()
+        if message.role == "user":
+            turns.append(Turn("user", text.strip()[:CONTEXT_CHARS] if turns else text.strip()))
+        elif message.role == "assistant":
+            urls = re.findall(r"\]\((\S+?)\)", text)
+            for annotation in (message.model_extra or {}).get("annotations") or []:
+                if isinstance(annotation, dict):
+                    urls.append(str((annotation.get("url_citation") or {}).get("url", "")))
+            turns.append(Turn("assistant", text[:CONTEXT_CHARS], linked_spans(urls)))
+    asked = [t for t in turns if t.role == "user" and t.text]
     if not asked:
         raise InvalidChatRequest("messages must include a user message with text content")
-    question = asked[-1]
-    if len(question) > QUESTION_MAX:
+    if len(asked[-1].text) > QUESTION_MAX:
         raise InvalidChatRequest(f"the last user message is longer than {QUESTION_MAX} characters")
-    if len(asked) > 1 and len(question.split()) < SHORT_QUESTION_WORDS:
-        with_context = f"{question}\n{asked[-2]}"
-        if len(with_context) <= QUESTION_MAX:
-            return with_context
-    return question
+    # Only the user's turns are questions; anything after the last one is not part of it.
+    last = max(i for i, t in enumerate(turns) if t.role == "user" and t.text)
+    return turns[: last + 1]
 
 
-def cited_passages(result: AskResult) -> list[Passage]:
-    """The passages the answer cites, or the closest ones when it abstains."""
-    if result.answer.grounded:
-        ranks = set(result.answer.citations)
-        return [p for p in result.passages if p.rank in ranks]
-    return result.passages[:CLOSEST_SOURCES]
+def linked_spans(urls: Sequence[str]) -> tuple[SpanRef, ...]:
+    """The spans named by deep links (`?doc=SOURCE&start=N&end=M`) among urls, once each."""
+    spans: dict[SpanRef, None] = {}
+    for url in urls:
+        query = parse_qs(urlsplit(url).query)
+        try:
+            ref = SpanRef(query["doc"][0], int(query["start"][0]), int(query["end"][0]))
+        except (KeyError, IndexError, ValueError):
+            continue
+        spans[ref] = None
+    return tuple(spans)
 
 
-def source_line(passage: Passage) -> str:
-    """`[n] source, lines a-b`."""
-    c = passage.citation
-    return f"[{passage.rank}] {c.source}, lines {c.line_start}-{c.line_end}"
+def count_tokens(tokenizer: Tokenizer, texts: Sequence[str]) -> int:
+    """Tokens of texts as the model's tokenizer splits them (special tokens excluded)."""
+    return sum(len(offsets) for offsets in tokenizer.offsets([t for t in texts if t]))
 
 
-def answer_content(result: AskResult) -> str:
-    """The assistant message: the answer, a blank line, and the sources it cites."""
-    listed = cited_passages(result)
-    if not listed:
-        return result.answer.text
-    heading = "Sources:" if result.answer.grounded else "Closest sources:"
-    return "\n".join([result.answer.text, "", heading, *map(source_line, listed)])
+def answer_object(result: AskResult, rendered: Rendered) -> dict[str, Any]:
+    """The answer as JSON: text, grounded flag, and full citation objects."""
+    return {
+        "answer": rendered.content.split("\n\n", 1)[0] if rendered.sources else rendered.content,
+        "grounded": result.answer.grounded,
+        "citations": citation_objects(rendered),
+    }
 
 
-def citation_objects(result: AskResult) -> list[dict[str, Any]]:
-    """The citations of the listed sources, as in the ask API, plus rank and text."""
-    return [{"rank": p.rank, "text": p.text, **asdict(p.citation)} for p in cited_passages(result)]
+def citation_objects(rendered: Rendered) -> list[dict[str, Any]]:
+    """The listed sources as full citations, with their number in the list, passage rank and
+    text, and the cited span with its deep link."""
+    return [
+        {
+            "number": s.number,
+            "rank": s.passage.rank,
+            "text": s.passage.text,
+            **asdict(s.passage.citation),
+            "span_start": s.char_start,
+            "span_end": s.char_end,
+            "span_url": s.url,
+        }
+        for s in rendered.sources
+    ]
 
 
-def count_words(texts: Sequence[str]) -> int:
-    """A rough token count: whitespace-separated words."""
-    return sum(len(t.split()) for t in texts)
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """A schema with a local `$ref` followed (`#/$defs/Name`, as pydantic writes them)."""
+    ref = schema.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return schema
+    node: Any = root
+    for part in ref[2:].split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, dict) else {}
+
+
+def project(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """value keeping only the object properties the schema declares, recursively, so that a
+    strict schema asking for fewer fields than groundqa has can still be met."""
+    schema = _resolve(schema, root)
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        props: dict[str, Any] = schema["properties"]
+        return {k: project(v, props[k], root) for k, v in value.items() if k in props}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [project(v, schema["items"], root) for v in value]
+    return value
+
+
+def formatted(body: ChatCompletionRequest, result: AskResult, rendered: Rendered) -> Rendered:
+    """The content in the requested response_format: Markdown text, or a JSON object."""
+    fmt = body.response_format or {}
+    kind = fmt.get("type", "text")
+    if kind == "text":
+        return rendered
+    value: Any = answer_object(result, rendered)
+    if kind == "json_schema":
+        schema = fmt["json_schema"]["schema"]
+        value = project(value, schema, schema)
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.SchemaError as exc:
+            raise InvalidChatRequest(
+                f"response_format.json_schema.schema is not a valid JSON schema: {exc.message}",
+                "response_format",
+            ) from exc
+        except jsonschema.ValidationError as exc:
+            raise InvalidChatRequest(
+                "response_format: the schema cannot be met by groundqa's answer object "
+                f"(answer: string, grounded: boolean, citations: array): {exc.message}",
+                "response_format",
+            ) from exc
+    return Rendered(json.dumps(value, ensure_ascii=False), (), rendered.sources)
+
+
+def url_citations(rendered: Rendered) -> list[dict[str, Any]]:
+    """`url_citation` annotations: each [n] marker's position in the content and its link."""
+    return [
+        {
+            "type": "url_citation",
+            "url_citation": {
+                "start_index": m.start,
+                "end_index": m.end,
+                "url": m.source.url,
+                "title": m.source.label,
+            },
+        }
+        for m in rendered.markers
+    ]
 
 
 def content_pieces(content: str) -> list[str]:
@@ -203,14 +335,32 @@ def content_pieces(content: str) -> list[str]:
 class Completion:
     """One answered chat request, rendered as a completion or as a stream of chunks."""
 
-    def __init__(self, body: ChatCompletionRequest, result: AskResult) -> None:
+    def __init__(
+        self,
+        body: ChatCompletionRequest,
+        result: AskResult,
+        tokenizer: Tokenizer,
+        base_url: str,
+    ) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.result = result
-        self.content = answer_content(result)
-        self.citations = citation_objects(result)
-        prompt = count_words([m.text() for m in body.messages])
-        completion = count_words([self.content])
+        rendered = formatted(body, result, render(result, base_url))
+        self.finish_reason = "stop"
+        stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        at = first_stop(rendered.content, stops)
+        if at is not None:
+            rendered = truncate(rendered, at)
+        limit = body.max_completion_tokens or body.max_tokens
+        if limit is not None:
+            offsets = tokenizer.offsets([rendered.content])[0] if rendered.content else []
+            if len(offsets) > limit:
+                rendered = truncate(rendered, offsets[limit - 1][1])
+                self.finish_reason = "length"
+        self.rendered = rendered
+        self.content = rendered.content
+        prompt = count_tokens(tokenizer, [m.text() for m in body.messages])
+        completion = count_tokens(tokenizer, [self.content])
         self.usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -228,7 +378,7 @@ class Completion:
 
     def _extras(self) -> dict[str, Any]:
         return {
-            "citations": self.citations,
+            "citations": citation_objects(self.rendered),
             "grounded": self.result.answer.grounded,
             "build_id": self.result.build_id,
         }
@@ -240,9 +390,14 @@ class Completion:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.content},
+                    "message": {
+                        "role": "assistant",
+                        "content": self.content,
+                        "refusal": None,
+                        "annotations": url_citations(self.rendered),
+                    },
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": self.finish_reason,
                 }
             ],
             "usage": self.usage,
@@ -250,9 +405,10 @@ class Completion:
         }
 
     def chunks(self, include_usage: bool) -> list[dict[str, Any]]:
-        """The `chat.completion.chunk` objects of a stream, in order."""
+        """The `chat.completion.chunk` objects of a stream, in order; the annotations and
+        citations come with the last content chunk, when the whole content is known."""
 
-        def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
                 **self._envelope("chat.completion.chunk"),
                 "choices": [
@@ -262,7 +418,12 @@ class Completion:
 
         out = [chunk({"role": "assistant"})]
         out += [chunk({"content": piece}) for piece in content_pieces(self.content)]
-        out.append({**chunk({}, "stop"), **self._extras()})
+        out.append(
+            {
+                **chunk({"annotations": url_citations(self.rendered)}, self.finish_reason),
+                **self._extras(),
+            }
+        )
         if include_usage:
             out.append(
                 {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self.usage}
@@ -299,12 +460,14 @@ def list_models(state: StateDep) -> ModelList:
     dependencies=[ApiKey],
 )
 async def chat_completions(
-    body: ChatCompletionRequest, state: StateDep, searcher: SearcherDep
+    body: ChatCompletionRequest, request: Request, state: StateDep, searcher: SearcherDep
 ) -> Response:
-    """Answer the last user message from the indexed sources, with citations."""
-    query = search_query(body.messages)
-    result = await answer(state, searcher, query, top_k=searcher.settings.top_k)
-    completion = Completion(body, result)
+    """Answer the conversation's last user message from the indexed sources, with citations."""
+    check_supported(body)
+    turns = message_turns(body.messages)
+    result = await converse(state, searcher, turns, top_k=searcher.settings.top_k)
+    base_url = state.settings.public_url or str(request.base_url)
+    completion = Completion(body, result, searcher.embedder.tokenizer, base_url)
     if not body.stream:
         return JSONResponse(completion.response())
     include_usage = bool((body.stream_options or {}).get("include_usage"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from service.api.schemas import (
 )
 from service.api.state import Admin, ApiKey, AppState, SearcherDep, StateDep
 from service.config import Mode
+from service.conversation import Turn, ask_conversation
 from service.errors import BuildInProgressError, DocumentNotFoundError
 from service.indexing import seeds_plan
 from service.search import Searcher
@@ -96,10 +98,22 @@ async def answer(
 ) -> AskResult:
     """Ask off the event loop (encoding and search are CPU-bound), at most
     settings.ask_concurrency at once, and record the stage timings."""
-    result = await anyio.to_thread.run_sync(
-        partial(ask, searcher, question, top_k=top_k, mode=mode, sources=sources),
-        limiter=ask_limiter(state),
+    return await bounded(
+        state, partial(ask, searcher, question, top_k=top_k, mode=mode, sources=sources)
     )
+
+
+async def converse(
+    state: AppState, searcher: Searcher, turns: Sequence[Turn], *, top_k: int
+) -> AskResult:
+    """Answer a conversation's last user turn, bounded and recorded as `answer` is."""
+    return await bounded(state, partial(ask_conversation, searcher, turns, top_k=top_k))
+
+
+async def bounded(state: AppState, run: Callable[[], AskResult]) -> AskResult:
+    """Run an ask in a worker thread, at most settings.ask_concurrency at once, and record
+    its stage timings."""
+    result = await anyio.to_thread.run_sync(run, limiter=ask_limiter(state))
     state.metrics.embed.observe(result.timings.get("embed_ms", 0.0) / 1000)
     state.metrics.search.observe(result.timings.get("search_ms", 0.0) / 1000)
     return result
