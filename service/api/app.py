@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.api.mcp import McpEndpoint, McpRoute
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.openai import install_error_handlers
 from service.api.openai import router as openai_router
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     """A groundqa app for settings; pass an embedder to share one already loaded (or a fake)."""
     settings = settings or Settings()
     state = AppState(settings=settings)
+    mcp = McpEndpoint(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,7 +107,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         for thread in threads:
             thread.start()
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             stop.set()
             for thread in threads:
@@ -124,6 +127,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(router)
     app.include_router(openai_router)
     app.include_router(web_router)
+    # An ASGI app, outside FastAPI's dependencies: it checks the query API keys itself.
+    app.router.routes.append(McpRoute(mcp))
     # Added last = outermost: limits apply before anything reads the body; every response,
     # errors included, is counted and logged.
     app.add_middleware(
