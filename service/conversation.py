@@ -78,8 +78,8 @@ ELLIPSIS = re.compile(
 # A question with at most this many keyword terms is too short to stand alone.
 SHORT_TERMS = 1
 # Weight of the previous turn's question and answer in the query, halved for each older turn.
-QUESTION_WEIGHT = 0.5
-ANSWER_WEIGHT = 0.35
+QUESTION_WEIGHT = 0.4
+ANSWER_WEIGHT = 0.05
 DECAY = 0.5
 MAX_EARLIER_TURNS = 3
 _MARKER = re.compile(r"\s*\[\d+\]")
