@@ -106,6 +106,9 @@ def best_sentences(
 FOLLOW_UP_CONTEXT_SCALE = 0.2
 FOLLOW_UP_PASSAGES = 3
 FOLLOW_UP_MARGIN = 0.15
+# A follow-up's sentence is judged by its meaning against the question alone and against the
+# contextual query, equally: a bare "What is his position?" means little by itself.
+ALONE_WEIGHT = 0.5
 
 
 def follow_up_sentences(
@@ -129,9 +132,9 @@ def follow_up_sentences(
     texts = [
         h.chunk.text[s.start : s.end] for h, a in zip(head, analysed, strict=True) for s in a.spans
     ]
-    cosines = iter(
-        (searcher.embed_texts(texts) @ searcher.embed_question(question)).tolist() if texts else []
-    )
+    meaning = ALONE_WEIGHT * searcher.embed_question(question)
+    meaning = meaning + (1 - ALONE_WEIGHT) * result.query_vector
+    cosines = iter((searcher.embed_texts(texts) @ meaning).tolist() if texts else [])
     best: list[ScoredHighlight | None] = []
     candidates: list[ScoredHighlight] = []
     for rank, (hit, sentences) in enumerate(zip(head, analysed, strict=True), start=1):
