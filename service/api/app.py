@@ -139,8 +139,15 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            # A browser MCP client sends and reads the protocol's own headers.
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Mcp-Protocol-Version",
+                "Mcp-Session-Id",
+            ],
+            expose_headers=["Mcp-Session-Id"],
         )
     app.add_middleware(
         ObservabilityMiddleware, metrics=state.metrics, log_questions=settings.log_questions
