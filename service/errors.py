@@ -27,3 +27,7 @@ class BuildInProgressError(GroundQAError):
 
 class DocumentNotFoundError(GroundQAError):
     """The requested source is not in the published build."""
+
+
+class DatasetError(GroundQAError, ValueError):
+    """An evaluation dataset is missing or malformed (a ValueError too, as it always was)."""

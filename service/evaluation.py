@@ -13,11 +13,12 @@ from typing import Any
 from tqdm import tqdm
 
 from service.answering import best_highlights, best_sentences
+from service.builds import IndexHolder
 from service.config import Mode, Settings
 from service.embedding import Embedder
 from service.indexing import Builder
 from service.metrics import BeirDataset, load_beir, mrr_at_k, ndcg_at_k, recall_at_k
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "keyword")
 # Chunks fetched per query: enough for Recall@100 at document level when documents have

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from service.builds import IndexHolder
 from service.config import Settings
 from service.errors import BuildInProgressError, GroundQAError
 from service.indexing import Builder
-from service.search import IndexHolder
 
 log = logging.getLogger("groundqa.rebuild")
 
@@ -59,8 +59,6 @@ class RebuildManager:
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._running: Job | None = None
-        self.builds_total = 0
-        self.build_errors_total = 0
         self.last_build_seconds = 0.0
         self.on_finish: list[Any] = []  # callbacks(job) for metrics
 
@@ -118,9 +116,6 @@ class RebuildManager:
             log.exception("rebuild %s failed", job.job_id)
             job.error = f"unexpected error: {exc}"
         finally:
-            self.builds_total += 1
-            if state == "failed":
-                self.build_errors_total += 1
             self.last_build_seconds = time.perf_counter() - started
             job.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
             # The state changes last, as the slot frees: whoever sees the job finished sees

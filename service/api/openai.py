@@ -283,7 +283,7 @@ def list_models(state: StateDep) -> ModelList:
     holder = state.holder
     created = int(time.time())
     if holder is not None and holder.loaded:
-        created = int(datetime.fromisoformat(holder.current.manifest["created_at"]).timestamp())
+        created = int(datetime.fromisoformat(holder.current.manifest.created_at).timestamp())
     return ModelList(data=[ModelCard(id=MODEL_ID, created=created, owned_by=MODEL_ID)])
 
 
