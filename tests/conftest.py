@@ -13,9 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api import create_app
-from service.chunking import Tokenizer
-from service.config import Settings
-from service.embedding import HFTokenizer, Vectors
+from service.config import Settings, bundled_model_path
+from service.embedding import Embedder, HFTokenizer, Tokenizer, Vectors, load_embedder
 from service.indexing import Builder
 
 _WORD = re.compile(r"\w+")
@@ -60,6 +59,24 @@ class FakeEmbedder:
             else:
                 out[row, 0] = 1.0
         return out
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    """The bundled model's folder."""
+    return bundled_model_path()
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this test session exports the model to ONNX: once, and never into the checkout."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def real_embedder(model_path: str, onnx_cache: Path) -> Embedder:
+    """The bundled model with the default encoder, loaded once per session."""
+    return load_embedder(model_path, encoder="onnx-int8", cache_dir=onnx_cache)
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ from fastapi.testclient import TestClient
 
 from service.answering import ask
 from service.api.routes import to_response
+from service.builds import IndexHolder
 from service.config import Settings
 from service.indexing import Builder
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 from service.store import build_path, read_manifest, read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 
@@ -227,9 +228,9 @@ def test_list_documents(client: TestClient, build_id: str, settings: Settings) -
     assert sorted(body["documents"], key=lambda d: d["source"]) == [
         {
             "source": name,
-            "title": manifest["files"][name]["title"],
+            "title": manifest.files[name].title,
             "sha256": hashlib.sha256(text.encode()).hexdigest(),
-            "chunks": manifest["files"][name]["chunks"],
+            "chunks": manifest.files[name].chunks,
         }
         for name, text in sorted(SOURCES.items())
     ]
@@ -349,9 +350,9 @@ def test_index_info_and_staleness(
     expected = {
         "build_id": build_id,
         "model": "fake-hash-64",
-        "created_at": manifest["created_at"],
+        "created_at": manifest.created_at,
         "documents": 2,
-        "chunks": manifest["counts"]["chunks"],
+        "chunks": manifest.chunks,
         "stale": False,
         "skipped": [],
         "rebuild_reason": "no published build",

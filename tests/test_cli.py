@@ -14,9 +14,10 @@ import pytest
 from service import cli
 from service.answering import ask
 from service.api.routes import to_response
+from service.builds import IndexHolder
 from service.config import Settings
 from service.indexing import build_lock
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 from service.store import read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 

@@ -13,10 +13,10 @@ import faiss
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher
+from service.builds import IndexHolder
 from service.config import Settings
-from service.embedding import SentenceTransformerEmbedder, Vectors, load_embedder
-from service.encoders import (
+from service.embedding import MicroBatcher, Vectors, load_embedder
+from service.embedding.onnx_encoder import (
     FLOAT_FILE,
     INT8_FILE,
     INT8_SUFFIX,
@@ -24,8 +24,9 @@ from service.encoders import (
     export_folder,
     quantize_int8,
 )
-from service.search import IndexHolder, Searcher
-from service.store import VECTORS, load_vectors, write_vectors
+from service.embedding.torch_encoder import SentenceTransformerEmbedder
+from service.search import Searcher
+from service.vectors import VECTORS, AnnSettings, VectorIndex, write_vectors
 from tests.conftest import FakeEmbedder
 
 SENTENCES = [
@@ -36,17 +37,6 @@ SENTENCES = [
     "short",
     "",
 ]
-
-
-@pytest.fixture(scope="session")
-def model_path() -> str:
-    return Settings(_env_file=None).model_path
-
-
-@pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One export per test session."""
-    return tmp_path_factory.mktemp("onnx-cache")
 
 
 @pytest.fixture(scope="session")
@@ -258,8 +248,8 @@ def test_vector_index_type_follows_settings(
     vectors = rng.standard_normal((count, 16), dtype=np.float32)
     faiss.normalize_L2(vectors)
     config = settings.model_copy(update={"ann": ann, "ann_threshold": 100, "hnsw_ef_search": 64})
-    write_vectors(tmp_path, vectors, config)
-    index = load_vectors(tmp_path)
+    write_vectors(tmp_path, vectors, AnnSettings.of(config))
+    index = VectorIndex.load(tmp_path).faiss
     assert isinstance(faiss.downcast_index(index), kind)
     assert (tmp_path / VECTORS).is_file()
     _, ids = index.search(vectors[:20], 1)

@@ -12,14 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import search as search_module
+from service import vectors as vectors_module
 from service.answering import best_sentences
+from service.builds import IndexHolder
 from service.chunking import embedding_text
 from service.config import Settings
 from service.indexing import Builder
 from service.keyword import KeywordIndex, _stemmer, tokenize
 from service.models import Chunk
-from service.search import IndexHolder, Searcher, rrf, zscore_fusion
+from service.search import Searcher, rrf, zscore_fusion
 from tests.conftest import FakeEmbedder
 
 WORDS = st.sampled_from(
@@ -151,7 +152,7 @@ def reference(searcher: Searcher, question: str, top_k: int) -> list[tuple[int, 
     """Rows and fused scores computed step by step, one retriever after the other."""
     index = searcher.holder.current
     query = searcher.embedder.embed([question])[0]
-    scores, ids = index.vectors.search(query.reshape(1, -1), index.vectors.ntotal)
+    scores, ids = index.vectors.faiss.search(query.reshape(1, -1), index.vectors.count)
     keyword = index.keyword.scores(tokenize([question])[0])
     keyword_rows = np.flatnonzero(keyword > 0)
     keyword_rows = keyword_rows[np.argsort(-keyword[keyword_rows], kind="stable")]
@@ -215,11 +216,11 @@ def test_sources_filter_on_every_index_type(
     ann: str,
     exact_filter_rows: int,
 ) -> None:
-    monkeypatch.setattr(search_module, "EXACT_FILTER_ROWS", exact_filter_rows)
+    monkeypatch.setattr(vectors_module, "EXACT_FILTER_ROWS", exact_filter_rows)
     searcher = searcher_over_docs(settings.model_copy(update={"ann": ann}), fake_embedder)
     try:
         kind = {"flat": faiss.IndexScalarQuantizer, "ivf": faiss.IndexIVF, "hnsw": faiss.IndexHNSW}
-        assert isinstance(searcher.holder.current.vectors, kind[ann])
+        assert isinstance(searcher.holder.current.vectors.faiss, kind[ann])
         result = searcher.search("water", top_k=4, mode="dense", sources=["s*.txt"])
         assert [h.chunk.source for h in result.hits] == ["soil.txt", "stars.txt"] or [
             h.chunk.source for h in result.hits

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from service import cli
+from service.builds import IndexHolder
 from service.chunking import embedding_text
 from service.config import Settings
 from service.embedding import Embedder, Vectors, load_embedder
@@ -28,7 +29,7 @@ from service.indexing import CACHE_FILE, Builder, text_key
 from service.metrics import BeirDataset
 from service.models import Hit
 from service.ray_engine import INSTALL_HINT, RayEngine, RayUnavailableError
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 from service.store import CHUNKS_DB, ChunkStore, EmbeddingCache, build_path, read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 
@@ -95,7 +96,7 @@ def shared_manifest(settings: Settings) -> dict[str, Any]:
 def all_vectors(settings: Settings, embedder: Embedder) -> Any:
     holder = IndexHolder(settings.index_dir, embedder)
     holder.refresh()
-    index = holder.current.vectors
+    index = holder.current.vectors.faiss
     return index.reconstruct_n(0, index.ntotal)
 
 

@@ -28,8 +28,9 @@ from service.api import create_app
 from service.api import state as api_state
 from service.api.schemas import QUESTION_MAX, TOP_K_MAX
 from service.api.server import DrainingServer
+from service.cli import summary_text
 from service.config import Settings
-from service.indexing import Builder, summary_text
+from service.indexing import Builder
 from tests.conftest import FakeEmbedder, WriteSeed
 
 Client = Callable[[Settings], TestClient]

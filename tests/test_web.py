@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 from service.api import create_app
 from service.api.web import STATIC_DIR
 from service.config import Settings
-from service.embedding import Embedder, load_embedder
+from service.embedding import Embedder
 from tests.test_openai import REPO, TROOPS, seed_index, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -116,9 +116,9 @@ def browser(chromium_path: Path) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def web_embedder() -> Embedder:
+def web_embedder(real_embedder: Embedder) -> Embedder:
     """The bundled model."""
-    return load_embedder(Settings().model_path)
+    return real_embedder
 
 
 @pytest.fixture(scope="module")

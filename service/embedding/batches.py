@@ -95,6 +95,11 @@ class BatchRunner:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self._name)
             return self._pool
 
+    @property
+    def started(self) -> bool:
+        """Whether the worker threads exist."""
+        return self._pool is not None
+
     def close(self) -> None:
         """Stop the worker threads (a later run starts them again)."""
         with self._lock:
