@@ -7,6 +7,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -60,7 +61,7 @@ class RebuildManager:
         self._lock = threading.Lock()
         self._running: Job | None = None
         self.last_build_seconds = 0.0
-        self.on_finish: list[Any] = []  # callbacks(job) for metrics
+        self.on_finish: list[Callable[[Job], None]] = []  # called with each finished job
 
     @property
     def running(self) -> Job | None:
