@@ -269,12 +269,12 @@ def scifact_questions(count: int) -> list[str]:
     reason=f"SciFact not found at {SCIFACT} (the shared evaluation data beside the repository)",
 )
 def test_ray_engine_matches_local_engine_on_scifact(
-    ray_cluster: None, tmp_path: Path, seeds: Path
+    ray_cluster: None, tmp_path: Path, seeds: Path, onnx_cache: Path
 ) -> None:
-    """Real model, ONNX encoder (its export shared with the e2e tests in index/cache)."""
+    """Real model, ONNX encoder (its export shared with the e2e tests of the session)."""
     scifact_seeds(seeds, ABSTRACTS)
     base = Settings(_env_file=None, seeds_dir=seeds, encoder="onnx")
-    cache = ROOT / "index" / "cache"
+    cache = onnx_cache
     embedder = load_embedder(base.model_path, encoder="onnx", cache_dir=cache, workers=0)
     local = base.model_copy(update={"index_dir": tmp_path / "local"})
     distributed = base.model_copy(update={"index_dir": tmp_path / "ray"})

@@ -17,7 +17,7 @@ from service.api import create_app
 from service.api.web import STATIC_DIR
 from service.config import Settings
 from service.embedding import Embedder
-from tests.test_openai import REPO, TROOPS, seed_index, serve
+from tests.test_openai import TROOPS, seed_index, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,7 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ARTIFACTS = REPO / "artifacts"
 WEB_KEY = "web-secret"
 
 ClientFor = Callable[[Settings], TestClient]
@@ -167,7 +166,7 @@ def ask_in_page(page: Page, question: str) -> None:
 
 
 @pytest.mark.e2e
-def test_ask_and_open_the_first_citation(page: Page, web_url: str) -> None:
+def test_ask_and_open_the_first_citation(page: Page, web_url: str, tmp_path: Path) -> None:
     """Ask about the seed, follow [1] to its passage, open the citation, check the marked span."""
     expected = httpx.post(f"{web_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
     first = expected["passages"][0]
@@ -211,8 +210,7 @@ def test_ask_and_open_the_first_citation(page: Page, web_url: str) -> None:
     assert doc_view.locator("#doc-text").text_content() == document["text"]
     expect(mark).to_be_in_viewport()
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "web.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "web.png"), full_page=True)  # renders the whole page
 
     # Escape closes the document view and gives focus back to the citation button.
     page.keyboard.press("Escape")
