@@ -23,9 +23,10 @@ from service.chunking import Chunker, ChunkerSettings, embedding_text
 from service.config import Settings
 from service.embedding import Embedder, Vectors, model_fingerprint
 from service.errors import BuildInProgressError, GroundQAError
-from service.ingest import ParseError, SeedFile, parse_seed, scan_seeds
+from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.keyword import KEYWORD_VERSION, KeywordIndex
 from service.models import Chunk, Document, Skipped
+from service.parsers.base import ParseError
 from service.store import (
     BUILDS,
     CHUNKS_DB,

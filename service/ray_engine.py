@@ -30,8 +30,9 @@ from service.config import Settings, bundled_model_path
 from service.embedding import Embedder, Vectors, load_embedder
 from service.errors import GroundQAError, ModelLoadError
 from service.indexing import chunker_for
-from service.ingest import ParseError, SeedFile, parse_seed
+from service.ingest import SeedFile, parse_seed
 from service.models import Chunk, Document, Skipped
+from service.parsers.base import ParseError
 
 INSTALL_HINT = "pip install 'groundqa[ray]'"
 FILES_PER_TASK = 32  # seed files parsed and chunked by one task

@@ -1,5 +1,6 @@
-"""Index storage: one immutable folder per build (vectors, keyword index, chunk store, manifest),
-a pointer file naming the published build, and the embedding cache shared by builds."""
+"""Index storage: one immutable folder per build (vectors, written by service.vectors; keyword
+index; chunk store; manifest), a pointer file naming the published build, and the embedding
+cache shared by builds."""
 
 from __future__ import annotations
 

@@ -15,9 +15,10 @@ from service.chunking import Chunker, ChunkerSettings
 from service.config import Settings
 from service.embedding import HFTokenizer
 from service.indexing import Builder, BuildReport
-from service.ingest import ParseError, parse_text
 from service.models import Chunk, Document, Section, Span
 from service.parsers import html, markdown, pdf
+from service.parsers.base import ParseError
+from service.parsers.text import parse as parse_text
 from service.store import CHUNKS_DB, ChunkStore, build_path, read_pointer
 from tests.conftest import WriteSeed
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.errors import SeedsNotFoundError
-from service.ingest import ParseError, SeedFile, parse_seed, scan_seeds
+from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.models import Document, Skipped
+from service.parsers.base import ParseError
 
 MAX = 20_000_000
 
