@@ -110,6 +110,18 @@ def builder(settings: Settings, fake_embedder: FakeEmbedder) -> Builder:
     return Builder(settings, fake_embedder)
 
 
+@pytest.fixture
+def small(settings: Settings) -> Settings:
+    """Settings with a 32-token chunk budget, so short files give several chunks."""
+    return settings.model_copy(update={"chunk_tokens": 32})
+
+
+@pytest.fixture
+def small_builder(small: Settings, fake_embedder: FakeEmbedder) -> Builder:
+    """A builder of the small settings with the fake embedder."""
+    return Builder(small, fake_embedder)
+
+
 WriteSeed = Callable[[str, str], Path]
 
 

@@ -17,17 +17,6 @@ from tests.conftest import TEN_PIECE_SENTENCES, FakeEmbedder, WriteSeed
 NOTES = "Notes\n\n" + "\n\n".join(TEN_PIECE_SENTENCES) + "\n"
 
 
-@pytest.fixture
-def small(settings: Settings) -> Settings:
-    """Settings with a 32-token chunk budget, so short files give several chunks."""
-    return settings.model_copy(update={"chunk_tokens": 32})
-
-
-@pytest.fixture
-def small_builder(small: Settings, fake_embedder: FakeEmbedder) -> Builder:
-    return Builder(small, fake_embedder)
-
-
 def test_damaged_vectors_fail_to_load_with_rebuild_hint(
     small: Settings, small_builder: Builder, fake_embedder: FakeEmbedder, write_seed: WriteSeed
 ) -> None:

@@ -43,17 +43,6 @@ ZEBRA = "Zebras\n\nZebras quagga okapi graze on the savanna.\n"
 ZEBRA_CHUNKS = ["Zebras\n\nZebras quagga okapi graze on the savanna."]
 
 
-@pytest.fixture
-def small(settings: Settings) -> Settings:
-    """Settings with a 32-token chunk budget, so short files give several chunks."""
-    return settings.model_copy(update={"chunk_tokens": 32})
-
-
-@pytest.fixture
-def small_builder(small: Settings, fake_embedder: FakeEmbedder) -> Builder:
-    return Builder(small, fake_embedder)
-
-
 def embedded_by_build(fake: FakeEmbedder, index_dir: Path) -> list[str]:
     """Texts a publishing build embedded, without validation's smoke query (its last call,
     which re-embeds row 0 of the new build); the call log is then cleared."""
