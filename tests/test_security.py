@@ -508,12 +508,6 @@ def test_documents_refuse_traversal_in_process(
         assert "TOP-SECRET" not in r.text, target
 
 
-def test_unknown_document_is_404_with_hint(built: Settings, client_for: Client) -> None:
-    r = client_for(built).get("/v1/documents/nope.txt")
-    assert r.status_code == 404
-    assert r.json() == {"detail": "no indexed document 'nope.txt'; see GET /v1/documents"}
-
-
 # ----------------------------------------------------------------------------- seeds
 
 
