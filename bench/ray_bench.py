@@ -5,10 +5,10 @@
    (the real bundled model, ONNX encoder; each build into a fresh index, so nothing comes from
    the embedding cache). On one 2-core machine expect about 1x: Ray only pays off with more
    machines.
-2. Memory of --workers processes serving one build's vectors: memory-mapped (store.load_vectors,
-   as the servers open them) against private copies (mmap off), on a synthetic flat index of
-   --vectors x 384 float32. PSS from /proc/<pid>/smaps_rollup, read while all workers are alive,
-   so shared pages are split between them.
+2. Memory of --workers processes serving one build's vectors: memory-mapped
+   (vectors.VectorIndex.load, as the servers open them) against private copies (mmap off), on
+   a synthetic flat index of --vectors x 384 float32. PSS from /proc/<pid>/smaps_rollup, read
+   while all workers are alive, so shared pages are split between them.
 
 Run it on an idle machine where possible; on a shared one, read the ratios.
 """
@@ -35,8 +35,8 @@ WORKER = """
 import sys
 from pathlib import Path
 import numpy as np
-from service.store import load_vectors
-index = load_vectors(Path(sys.argv[1]), mmap=sys.argv[2] == "mmap")
+from service.vectors import VectorIndex
+index = VectorIndex.load(Path(sys.argv[1]), mmap=sys.argv[2] == "mmap").faiss
 queries = np.random.default_rng(0).standard_normal((8, index.d)).astype(np.float32)
 index.search(queries, 10)
 print("ready", flush=True)
@@ -118,12 +118,12 @@ def bench_memory(work: Path, vectors: int, workers: int) -> dict[str, dict[str, 
     import numpy as np
 
     from service.config import Settings
-    from service.store import write_vectors
+    from service.vectors import AnnSettings, write_vectors
 
     folder = work / "build"
     folder.mkdir()
     data = np.random.default_rng(0).standard_normal((vectors, DIM)).astype(np.float32)
-    write_vectors(folder, data, Settings(_env_file=None, ann="flat"))
+    write_vectors(folder, data, AnnSettings.of(Settings(_env_file=None, ann="flat")))
     del data
     env = dict(
         os.environ,

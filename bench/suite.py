@@ -206,9 +206,10 @@ def bench_ask(
 
     from bench.baseline_app import published_vectors
     from service.answering import ask, sentences_of
+    from service.builds import IndexHolder
     from service.config import Settings
     from service.embedding import load_embedder
-    from service.search import IndexHolder, Searcher
+    from service.search import Searcher
 
     settings = Settings(_env_file=None, index_dir=index_dir, encoder=encoder)
     embedder = load_embedder(
@@ -477,7 +478,7 @@ def bench_ann(
     import faiss
 
     from service.config import Settings
-    from service.store import VECTORS, load_vectors, write_vectors
+    from service.vectors import VECTORS, AnnSettings, VectorIndex, write_vectors
 
     dim = 384 if real is None else real.shape[1]
     data, query = synthetic_vectors(
@@ -509,9 +510,11 @@ def bench_ann(
         settings = Settings(_env_file=None, ann=kind)
         log(f"ann: groundqa {kind} over {size} vectors")
         t0 = time.perf_counter()
-        write_vectors(folder, data, settings)  # train, add and write, as a build does
+        write_vectors(
+            folder, data, AnnSettings.of(settings)
+        )  # train, add and write, as a build does
         build = time.perf_counter() - t0
-        index = load_vectors(folder)  # memory-mapped, as the server loads it
+        index = VectorIndex.load(folder).faiss  # memory-mapped, as the server loads it
         size_mb = (folder / VECTORS).stat().st_size / 2**20
         rows.append(
             Row("ann", f"{kind}: build, {size} x {dim} {data_kind}", "s", [build], [flat_build])
@@ -577,12 +580,13 @@ def scifact_query_vectors(encoder: str, onnx_cache: Path) -> np.ndarray:
 
 def served_vectors(index_dir: Path) -> np.ndarray | None:
     """The embeddings of a built groundqa index, for realistic ANN data; None if unbuilt."""
-    from service.store import build_path, load_vectors, read_pointer
+    from service.store import build_path, read_pointer
+    from service.vectors import VectorIndex
 
     build_id = read_pointer(index_dir) if index_dir.is_dir() else None
     if build_id is None:
         return None
-    vectors = load_vectors(build_path(index_dir, build_id))
+    vectors = VectorIndex.load(build_path(index_dir, build_id)).faiss
     return np.asarray(vectors.reconstruct_n(0, vectors.ntotal), dtype=np.float32)
 
 

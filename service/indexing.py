@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import secrets
 import shutil
 import time
@@ -19,21 +18,27 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from service.builds import LoadedIndex
 from service.chunking import Chunker, ChunkerSettings, embedding_text
 from service.config import Settings
 from service.embedding import Embedder, Vectors, model_fingerprint
 from service.errors import BuildInProgressError, GroundQAError
-from service.ingest import ParseError, SeedFile, parse_seed, scan_seeds
+from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.keyword import KEYWORD_VERSION, KeywordIndex
 from service.models import Chunk, Document, Skipped
+from service.parsers.base import ParseError
 from service.store import (
     BUILDS,
     CHUNKS_DB,
     FORMAT_VERSION,
     KEYWORD_DIR,
     TMP_PREFIX,
+    ChunkerInfo,
     ChunkStore,
     EmbeddingCache,
+    FileEntry,
+    Manifest,
+    ModelInfo,
     build_path,
     fsync_dir,
     publish,
@@ -42,8 +47,8 @@ from service.store import (
     read_pointer,
     write_chunk_store,
     write_manifest,
-    write_vectors,
 )
+from service.vectors import AnnSettings, write_vectors
 
 # Bump when chunk boundaries change for the same settings: forces a full rebuild.
 CHUNKER_VERSION = 2  # 2: sections and pages (Markdown, HTML, PDF)
@@ -88,7 +93,7 @@ class BuildPlan:
         return bool(self.added or self.modified or self.deleted or self.full_reason)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BuildReport:
     """The outcome of `groundqa index`; `as_dict` is the JSON summary."""
 
@@ -138,23 +143,23 @@ def plan_build(
     if manifest is None and not full_reason:
         full_reason = "no published build"
     if manifest is not None and not full_reason:
-        old = manifest.get("fingerprint", {})
+        old = manifest.fingerprint
         new = index_fingerprint(settings, model_id) if model_id else _current_fingerprint(settings)
         diff = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
         if diff:
             full_reason = "settings changed: " + ", ".join(
                 f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff
             )
-    previous: dict[str, Any] = dict(manifest.get("files", {})) if manifest else {}
+    previous = {source: f.sha256 for source, f in manifest.files.items()} if manifest else {}
     # Files the last build could not parse count as known: unchanged, they stay skipped and
     # must not make the index look stale forever.
-    for source, sha in (manifest.get("rejected", {}) if manifest else {}).items():
-        previous.setdefault(source, {"sha256": sha})
+    for source, sha in manifest.rejected.items() if manifest else ():
+        previous.setdefault(source, sha)
     current = {f.source: f.sha256 for f in files}
     added = sorted(s for s in current if s not in previous)
     deleted = sorted(s for s in previous if s not in current)
-    modified = sorted(s for s in current if s in previous and previous[s]["sha256"] != current[s])
-    unchanged = sorted(s for s in current if s in previous and previous[s]["sha256"] == current[s])
+    modified = sorted(s for s in current if s in previous and previous[s] != current[s])
+    unchanged = sorted(s for s in current if s in previous and previous[s] == current[s])
     return BuildPlan(added, modified, deleted, unchanged, skipped, full_reason)
 
 
@@ -293,6 +298,50 @@ class LocalEngine:
         """Nothing to release."""
 
 
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """The plan stage: the seeds as found, the plan against the published build."""
+
+    files: list[SeedFile]
+    plan: BuildPlan
+    previous_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunked:
+    """The chunk stage: documents and chunks, stored in the new build's temporary folder."""
+
+    build_id: str
+    folder: Path
+    documents: list[Document]
+    chunks_by_source: dict[str, list[Chunk]]
+    rows: list[Chunk]  # row order: row = vector id
+    skipped: list[Skipped]  # the plan's and those that could not be parsed
+    rejected: dict[str, str]  # source -> sha256 of the files that could not be parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """The embed stage: a vector per chunk row, and how many were embedded (not cached)."""
+
+    vectors: Vectors
+    embedded: int
+
+
+class _Timer:
+    """Seconds per stage, rounded as the report shows them."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage name."""
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+
+
 class Builder:
     """Runs builds of one index folder with one embedder, parsing, chunking and embedding
     with an engine (this process unless told otherwise)."""
@@ -318,132 +367,111 @@ class Builder:
         started = time.perf_counter()
         index_dir = self.settings.index_dir
         if dry_run:
-            files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
-            plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
-            previous_id = read_pointer(index_dir)
-            return self._report(None, False, True, plan, files, [], 0, 0, started, previous_id)
+            scan = self._plan(full)
+            return _report(scan, started, dry_run=True)
         with build_lock(index_dir, wait=wait):
             # Plan under the lock: a build that waited must diff against what the build it
             # waited for published.
             _clean_debris(index_dir)
-            files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
-            plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
-            previous_id = read_pointer(index_dir)
-            if not plan.changed and previous_id is not None:
+            scan = self._plan(full)
+            if not scan.plan.changed and scan.previous_id is not None:
                 # Nothing to do: the published build already is this exact function of seeds/.
-                report = self._report(
-                    previous_id, False, False, plan, files, [], 0, 0, started, previous_id
+                return _up_to_date_report(scan, published_manifest(index_dir), started)
+            timer = _Timer()
+            progress("chunking", 0.0)
+            with timer.stage("chunk"):
+                chunked = self._chunk(scan)
+            progress("embedding", 0.1)
+            with timer.stage("embed"):
+                embedded = self._embed(
+                    chunked.rows,
+                    full=full,
+                    show_progress=show_progress,
+                    on_progress=lambda done, total: progress("embedding", 0.1 + 0.7 * done / total),
                 )
-                manifest = published_manifest(index_dir) or {}
-                report.chunks = int(manifest.get("counts", {}).get("chunks", 0))
-                report.chunks_reused = report.chunks
-                report.skipped = manifest.get("skipped", report.skipped)
-                return report
-            return self._build_locked(
-                plan, files, full, show_progress, progress, started, previous_id
-            )
+            progress("writing", 0.8)
+            with timer.stage("write"):
+                self._write(scan, chunked, embedded)
+            progress("validating", 0.9)
+            validate_build(chunked.folder, self.embedder)
+            self._publish(chunked)
+            _prune(index_dir, keep=chunked.build_id, previous=scan.previous_id)
+            progress("published", 1.0)
+            return _published_report(scan, chunked, embedded, timer.seconds, started)
 
-    def _build_locked(
-        self,
-        plan: BuildPlan,
-        files: list[SeedFile],
-        full: bool,
-        show_progress: bool,
-        progress: Progress,
-        started: float,
-        previous_id: str | None,
-    ) -> BuildReport:
-        index_dir = self.settings.index_dir
-        timings: dict[str, float] = {}
-        progress("chunking", 0.0)
-        t0 = time.perf_counter()
-        reusable = self._reusable_chunks(plan, previous_id)
-        documents, chunks_by_source, unparsed = self.engine.chunk(files, reusable)
-        sha_by_source = {f.source: f.sha256 for f in files}
-        skipped = list(plan.skipped) + unparsed
-        rejected = {s.source: sha_by_source[s.source] for s in unparsed}
-        timings["chunk"] = time.perf_counter() - t0
+    def _plan(self, full: bool) -> Scan:
+        """Stage plan: scan seeds/ and diff it against the published build."""
+        files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
+        plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
+        return Scan(files, plan, read_pointer(self.settings.index_dir))
 
+    def _chunk(self, scan: Scan) -> Chunked:
+        """Stage chunk: parse and chunk the seeds (reusing unchanged files' chunks) into the
+        chunk store of a new temporary build folder."""
+        reusable = self._reusable_chunks(scan.plan, scan.previous_id)
+        documents, chunks_by_source, unparsed = self.engine.chunk(scan.files, reusable)
+        sha_by_source = {f.source: f.sha256 for f in scan.files}
         build_id = new_build_id()
-        tmp = index_dir / BUILDS / f"{TMP_PREFIX}{build_id}"
-        tmp.mkdir(parents=True)
-        ordered = write_chunk_store(tmp, documents, chunks_by_source)
-
-        progress("embedding", 0.1)
-        t0 = time.perf_counter()
-        vectors, embedded = self._vectors(
-            ordered,
-            full=full,
-            show_progress=show_progress,
-            on_progress=lambda done, total: progress("embedding", 0.1 + 0.7 * done / total),
+        folder = self.settings.index_dir / BUILDS / f"{TMP_PREFIX}{build_id}"
+        folder.mkdir(parents=True)
+        rows = write_chunk_store(folder, documents, chunks_by_source)
+        return Chunked(
+            build_id=build_id,
+            folder=folder,
+            documents=documents,
+            chunks_by_source=chunks_by_source,
+            rows=rows,
+            skipped=list(scan.plan.skipped) + unparsed,
+            rejected={s.source: sha_by_source[s.source] for s in unparsed},
         )
-        timings["embed"] = time.perf_counter() - t0
 
-        progress("writing", 0.8)
-        t0 = time.perf_counter()
-        write_vectors(tmp, vectors, self.settings)
-        KeywordIndex.build([c.text for c in ordered]).save(tmp / KEYWORD_DIR)
-        seeds_by_source = {f.source: f for f in files}
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "build_id": build_id,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": {
-                "id": self.embedder.model_id,
-                "dim": self.embedder.dim,
-                "max_seq_length": self.embedder.max_seq_length,
+    def _write(self, scan: Scan, chunked: Chunked, embedded: Embedded) -> None:
+        """Stage write: vectors, keyword index and, last, the manifest."""
+        folder = chunked.folder
+        write_vectors(folder, embedded.vectors, AnnSettings.of(self.settings))
+        KeywordIndex.build([c.text for c in chunked.rows]).save(folder / KEYWORD_DIR)
+        seeds_by_source = {f.source: f for f in scan.files}
+        chunker = self.chunker.settings
+        manifest = Manifest(
+            build_id=chunked.build_id,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            model=ModelInfo(
+                id=self.embedder.model_id,
+                dim=self.embedder.dim,
+                max_seq_length=self.embedder.max_seq_length,
+            ),
+            chunker=ChunkerInfo(
+                chunk_tokens=chunker.budget,
+                chunk_overlap=chunker.overlap,
+                text_budget=chunker.text_budget,
+                version=CHUNKER_VERSION,
+            ),
+            fingerprint=index_fingerprint(self.settings, self.embedder.model_id),
+            files={
+                d.source: FileEntry(
+                    sha256=d.sha256,
+                    size=seeds_by_source[d.source].size,
+                    chunks=len(chunked.chunks_by_source[d.source]),
+                    title=d.title,
+                )
+                for d in chunked.documents
             },
-            "chunker": {
-                "chunk_tokens": self.chunker.settings.budget,
-                "chunk_overlap": self.chunker.settings.overlap,
-                "text_budget": self.chunker.settings.text_budget,
-                "version": CHUNKER_VERSION,
-            },
-            "fingerprint": index_fingerprint(self.settings, self.embedder.model_id),
-            "files": {
-                d.source: {
-                    "sha256": d.sha256,
-                    "size": seeds_by_source[d.source].size,
-                    "chunks": len(chunks_by_source[d.source]),
-                    "title": d.title,
-                }
-                for d in documents
-            },
-            "skipped": [asdict(s) for s in skipped],
-            "rejected": rejected,
-            "counts": {"documents": len(documents), "chunks": len(ordered)},
-            "previous_build_id": previous_id,
-            "rebuild_reason": plan.full_reason,
-        }
-        write_manifest(tmp, manifest)
-        timings["write"] = time.perf_counter() - t0
+            skipped=tuple(chunked.skipped),
+            rejected=chunked.rejected,
+            documents=len(chunked.documents),
+            chunks=len(chunked.rows),
+            previous_build_id=scan.previous_id,
+            rebuild_reason=scan.plan.full_reason,
+        )
+        write_manifest(folder, manifest)
 
-        progress("validating", 0.9)
-        validate_build(tmp, self.embedder)
-        final = build_path(index_dir, build_id)
-        tmp.rename(final)
+    def _publish(self, chunked: Chunked) -> None:
+        """Stage publish: move the validated folder into place, then point CURRENT at it."""
+        index_dir = self.settings.index_dir
+        final = build_path(index_dir, chunked.build_id)
+        chunked.folder.rename(final)
         fsync_dir(final.parent)
-        publish(index_dir, build_id)
-        _prune(index_dir, keep=build_id, previous=previous_id)
-        progress("published", 1.0)
-        plan_after = BuildPlan(
-            plan.added, plan.modified, plan.deleted, plan.unchanged, skipped, plan.full_reason
-        )
-        report = self._report(
-            build_id,
-            True,
-            False,
-            plan_after,
-            files,
-            ordered,
-            embedded,
-            len(ordered) - embedded,
-            started,
-            previous_id,
-        )
-        report.files_indexed = len(documents)
-        report.timings = {k: round(v, 3) for k, v in timings.items()}
-        return report
+        publish(index_dir, chunked.build_id)
 
     def _reusable_chunks(self, plan: BuildPlan, previous_id: str | None) -> dict[str, list[Chunk]]:
         """Chunks of unchanged files from the published build, when its settings still hold."""
@@ -452,15 +480,15 @@ class Builder:
         store = ChunkStore(build_path(self.settings.index_dir, previous_id) / CHUNKS_DB)
         return {source: list(store.iter_chunks(source)) for source in plan.unchanged}
 
-    def _vectors(
+    def _embed(
         self,
         chunks: list[Chunk],
         *,
         full: bool,
         show_progress: bool,
         on_progress: Callable[[int, int], None] = lambda done, total: None,
-    ) -> tuple[np.ndarray, int]:
-        """Vectors for chunks in order, from the cache where possible: (vectors, embedded)."""
+    ) -> Embedded:
+        """Stage embed: vectors for chunks in order, from the cache where possible."""
         cache = EmbeddingCache(self.settings.index_dir / CACHE_FILE)
         model = self.embedder.model_id
         texts = [embedding_text(c) for c in chunks]
@@ -472,7 +500,6 @@ class Builder:
                 missing.setdefault(key, text)
         # In slices committed to the cache one by one: a build that dies (or is killed)
         # half-way keeps what it embedded, and the next build resumes from there.
-        # (sentence-transformers sorts each slice by length into batches itself.)
         order = list(missing)
         with tqdm(
             total=len(order),
@@ -493,89 +520,92 @@ class Builder:
         vectors = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
         for row, key in enumerate(keys):
             vectors[row] = found[key]
-        return vectors, len(missing)
+        return Embedded(vectors, len(missing))
 
-    def _report(
-        self,
-        build_id: str | None,
-        published: bool,
-        dry_run: bool,
-        plan: BuildPlan,
-        files: list[SeedFile],
-        chunks: list[Chunk],
-        embedded: int,
-        reused: int,
-        started: float,
-        previous_id: str | None,
-    ) -> BuildReport:
-        return BuildReport(
-            build_id=build_id,
-            published=published,
-            dry_run=dry_run,
-            files_indexed=len(files),
-            added=plan.added,
-            modified=plan.modified,
-            deleted=plan.deleted,
-            unchanged=plan.unchanged,
-            skipped=[asdict(s) for s in plan.skipped],
-            chunks=len(chunks),
-            chunks_embedded=embedded,
-            chunks_reused=reused,
-            full_rebuild_reason=plan.full_reason,
-            seconds=round(time.perf_counter() - started, 3),
-            previous_build_id=previous_id,
-        )
+
+def _report(
+    scan: Scan,
+    started: float,
+    *,
+    build_id: str | None = None,
+    published: bool = False,
+    dry_run: bool = False,
+    files_indexed: int | None = None,
+    skipped: Sequence[Skipped] | None = None,
+    chunks: int = 0,
+    embedded: int = 0,
+    reused: int = 0,
+    timings: dict[str, float] | None = None,
+) -> BuildReport:
+    """The report of a build that followed scan (a dry run unless told otherwise)."""
+    plan = scan.plan
+    return BuildReport(
+        build_id=build_id,
+        published=published,
+        dry_run=dry_run,
+        files_indexed=len(scan.files) if files_indexed is None else files_indexed,
+        added=plan.added,
+        modified=plan.modified,
+        deleted=plan.deleted,
+        unchanged=plan.unchanged,
+        skipped=[asdict(s) for s in (plan.skipped if skipped is None else skipped)],
+        chunks=chunks,
+        chunks_embedded=embedded,
+        chunks_reused=reused,
+        full_rebuild_reason=plan.full_reason,
+        seconds=round(time.perf_counter() - started, 3),
+        previous_build_id=scan.previous_id,
+        timings=timings or {},
+    )
+
+
+def _up_to_date_report(scan: Scan, manifest: Manifest | None, started: float) -> BuildReport:
+    """The report of a build that found the published one already current."""
+    chunks = manifest.chunks if manifest else 0
+    return _report(
+        scan,
+        started,
+        build_id=scan.previous_id,
+        skipped=manifest.skipped if manifest else None,
+        chunks=chunks,
+        reused=chunks,
+    )
+
+
+def _published_report(
+    scan: Scan, chunked: Chunked, embedded: Embedded, timings: dict[str, float], started: float
+) -> BuildReport:
+    """The report of a build that published chunked."""
+    return _report(
+        scan,
+        started,
+        build_id=chunked.build_id,
+        published=True,
+        files_indexed=len(chunked.documents),
+        skipped=chunked.skipped,
+        chunks=len(chunked.rows),
+        embedded=embedded.embedded,
+        reused=len(chunked.rows) - embedded.embedded,
+        timings=timings,
+    )
 
 
 def validate_build(folder: Path, embedder: Embedder) -> None:
-    """Check a written build before publishing: counts agree, it loads, a smoke query runs."""
-    from service.search import LoadedIndex
-
+    """Stage validate: check a written build before publishing: counts agree, it loads, a
+    smoke query runs."""
     manifest = read_manifest(folder)
     index = LoadedIndex.open(folder, expected_model=embedder.model_id, expected_dim=embedder.dim)
-    counts = manifest["counts"]
-    if index.vectors.ntotal != counts["chunks"] or index.chunks.chunk_count != counts["chunks"]:
+    chunks = manifest.chunks
+    if index.vectors.count != chunks or index.chunks.chunk_count != chunks:
         raise GroundQAError(
-            f"build validation failed: {index.vectors.ntotal} vectors, "
-            f"{index.chunks.chunk_count} chunks, manifest says {counts['chunks']}"
+            f"build validation failed: {index.vectors.count} vectors, "
+            f"{index.chunks.chunk_count} chunks, manifest says {chunks}"
         )
-    if len(index.chunks.documents) != counts["documents"]:
+    if len(index.chunks.documents) != manifest.documents:
         raise GroundQAError("build validation failed: document count differs from manifest")
-    if counts["chunks"]:
+    if chunks:
         probe = index.chunks.chunks([0])[0]
         vector = embedder.embed([embedding_text(probe)])
-        _, ids = index.vectors.search(vector, 1)
-        if int(ids[0][0]) < 0:
+        rows, _ = index.vectors.nearest(vector[0], 1)
+        if not len(rows):
             raise GroundQAError("build validation failed: smoke query returned nothing")
-
-
-def summary_text(report: BuildReport) -> str:
-    """Human summary of a build report."""
-    lines = []
-    if report.dry_run:
-        lines.append("Dry run: nothing written.")
-    elif report.published:
-        lines.append(f"Published build {report.build_id}.")
-    elif report.build_id:
-        lines.append(f"Index is up to date (build {report.build_id}); nothing to do.")
-    if report.full_rebuild_reason:
-        lines.append(f"Full rebuild: {report.full_rebuild_reason}.")
-    lines.append(
-        f"Files: {len(report.added)} added, {len(report.modified)} modified, "
-        f"{len(report.deleted)} deleted, {len(report.unchanged)} unchanged; "
-        f"{report.files_indexed} indexed, {len(report.skipped)} skipped."
-    )
-    for skip in report.skipped:
-        lines.append(f"  skipped {skip['source']}: {skip['reason']}")
-    if not report.dry_run:
-        lines.append(
-            f"Chunks: {report.chunks} total, {report.chunks_embedded} embedded, "
-            f"{report.chunks_reused} reused from cache."
-        )
-    lines.append(f"Took {report.seconds:.2f} s.")
-    return "\n".join(lines)
-
-
-def report_json(report: BuildReport) -> str:
-    """One-line JSON of a build report."""
-    return json.dumps(report.as_dict(), sort_keys=True)

@@ -12,33 +12,7 @@ from pathlib import Path
 from service.errors import SeedsNotFoundError
 from service.models import Document, Skipped
 from service.parsers import PARSERS
-from service.parsers.base import (
-    TITLE_MAX_CHARS,
-    Parsed,
-    ParseError,
-    Parser,
-    decode_utf8,
-    first_line_title,
-)
-from service.parsers.markdown import markdown_title
-from service.parsers.markdown import parse as parse_markdown
-from service.parsers.text import parse as parse_text
-
-__all__ = [
-    "PARSERS",
-    "TITLE_MAX_CHARS",
-    "ParseError",
-    "Parsed",
-    "Parser",
-    "SeedFile",
-    "decode_utf8",
-    "first_line_title",
-    "markdown_title",
-    "parse_markdown",
-    "parse_seed",
-    "parse_text",
-    "scan_seeds",
-]
+from service.parsers.base import ParseError
 
 
 @dataclass(frozen=True, slots=True)

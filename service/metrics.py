@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "BeirDataset",
-    "load_beir",
-    "mrr_at_k",
-    "ndcg_at_k",
-    "recall_at_k",
-]
+from service.errors import DatasetError
 
 
 def _check_k(k: int) -> None:
@@ -79,25 +73,40 @@ class BeirDataset:
 
 
 def _require(path: Path) -> Path:
-    """Return path, raising ValueError if it is not an existing file."""
+    """Return path, raising DatasetError if it is not an existing file."""
     if not path.is_file():
-        raise ValueError(f"BEIR dataset file not found: {path}")
+        raise DatasetError(f"BEIR dataset file not found: {path}")
     return path
 
 
+def _lines(handle: Iterable[str], path: Path) -> Iterator[str]:
+    """The lines of a text file; DatasetError when it is not UTF-8."""
+    try:
+        yield from handle
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+
+
+def _row_id(row: dict[str, Any], path: Path) -> str:
+    """The `_id` of a corpus or queries row; DatasetError when it has none."""
+    if "_id" not in row:
+        raise DatasetError(f'{path}: a row has no "_id" field')
+    return str(row["_id"])
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Parse a JSON-lines file into a list of objects, raising ValueError on bad lines."""
+    """Parse a JSON-lines file into a list of objects, raising DatasetError on bad lines."""
     rows: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+        for lineno, line in enumerate(_lines(fh, path), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
+                raise DatasetError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
+                raise DatasetError(f"{path}:{lineno}: expected a JSON object")
             rows.append(row)
     return rows
 
@@ -106,16 +115,18 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """Parse a BEIR qrels TSV (header optional) into query -> doc -> grade."""
     qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+        for lineno, line in enumerate(_lines(fh, path), start=1):
             fields = line.rstrip("\r\n").split("\t")
             if not line.strip() or (lineno == 1 and fields[0] == "query-id"):
                 continue
             if len(fields) < 3:
-                raise ValueError(f"{path}:{lineno}: expected 3 tab-separated fields")
+                raise DatasetError(f"{path}:{lineno}: expected 3 tab-separated fields")
             try:
                 grade = int(fields[2])
             except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: score {fields[2]!r} is not an integer") from exc
+                raise DatasetError(
+                    f"{path}:{lineno}: score {fields[2]!r} is not an integer"
+                ) from exc
             qrels.setdefault(fields[0], {})[fields[1]] = grade
     return qrels
 
@@ -133,24 +144,32 @@ def _answer_texts(raw: object) -> list[str]:
     return out
 
 
-def load_beir(dataset_dir: Path, split: str) -> BeirDataset:
-    """Load a BEIR folder: corpus, the split's queries and qrels, optional answers.jsonl."""
+def beir_files(dataset_dir: Path, split: str) -> tuple[Path, Path, Path]:
+    """The corpus, queries and split qrels files of a BEIR folder; DatasetError naming the
+    first one missing."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
-        raise ValueError(f"BEIR dataset directory not found: {dataset_dir}")
-    corpus_path = _require(dataset_dir / "corpus.jsonl")
-    queries_path = _require(dataset_dir / "queries.jsonl")
-    qrels_path = _require(dataset_dir / "qrels" / f"{split}.tsv")
+        raise DatasetError(f"BEIR dataset directory not found: {dataset_dir}")
+    return (
+        _require(dataset_dir / "corpus.jsonl"),
+        _require(dataset_dir / "queries.jsonl"),
+        _require(dataset_dir / "qrels" / f"{split}.tsv"),
+    )
+
+
+def load_beir(dataset_dir: Path, split: str) -> BeirDataset:
+    """Load a BEIR folder: corpus, the split's queries and qrels, optional answers.jsonl."""
+    corpus_path, queries_path, qrels_path = beir_files(dataset_dir, split)
 
     corpus = {
-        str(row["_id"]): (str(row.get("title") or ""), str(row.get("text") or ""))
+        _row_id(row, corpus_path): (str(row.get("title") or ""), str(row.get("text") or ""))
         for row in _read_jsonl(corpus_path)
     }
     qrels = _read_qrels(qrels_path)
     queries = {
-        str(row["_id"]): str(row.get("text") or "")
+        _row_id(row, queries_path): str(row.get("text") or "")
         for row in _read_jsonl(queries_path)
-        if str(row["_id"]) in qrels
+        if _row_id(row, queries_path) in qrels
     }
     answers: dict[str, list[str]] = {}
     answers_path = dataset_dir / "answers.jsonl"

@@ -26,12 +26,13 @@ import numpy.typing as npt
 
 from service import errors
 from service.chunking import Chunker
-from service.config import Settings
+from service.config import Settings, bundled_model_path
 from service.embedding import Embedder, Vectors, load_embedder
 from service.errors import GroundQAError, ModelLoadError
 from service.indexing import chunker_for
-from service.ingest import ParseError, SeedFile, parse_seed
+from service.ingest import SeedFile, parse_seed
 from service.models import Chunk, Document, Skipped
+from service.parsers.base import ParseError
 
 INSTALL_HINT = "pip install 'groundqa[ray]'"
 FILES_PER_TASK = 32  # seed files parsed and chunked by one task
@@ -65,9 +66,7 @@ def require_ray() -> Any:
 
 def _load_model(model: str | None, **options: Any) -> Embedder:
     """The encoder on a worker; the bundled model is looked up in the worker's own install."""
-    if model is None:
-        model = Settings(model=None).model_path
-    return load_embedder(model, **options)
+    return load_embedder(model or bundled_model_path(), **options)
 
 
 def settings_factory(settings: Settings) -> EmbedderFactory:

@@ -7,14 +7,15 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from service.builds import IndexHolder
 from service.config import Settings
 from service.errors import BuildInProgressError, GroundQAError
 from service.indexing import Builder
-from service.search import IndexHolder
 
 log = logging.getLogger("groundqa.rebuild")
 
@@ -59,10 +60,8 @@ class RebuildManager:
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._running: Job | None = None
-        self.builds_total = 0
-        self.build_errors_total = 0
         self.last_build_seconds = 0.0
-        self.on_finish: list[Any] = []  # callbacks(job) for metrics
+        self.on_finish: list[Callable[[Job], None]] = []  # called with each finished job
 
     @property
     def running(self) -> Job | None:
@@ -118,9 +117,6 @@ class RebuildManager:
             log.exception("rebuild %s failed", job.job_id)
             job.error = f"unexpected error: {exc}"
         finally:
-            self.builds_total += 1
-            if state == "failed":
-                self.build_errors_total += 1
             self.last_build_seconds = time.perf_counter() - started
             job.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
             # The state changes last, as the slot frees: whoever sees the job finished sees

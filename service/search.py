@@ -8,114 +8,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
-from service.batching import MicroBatcher, available_cores
+from service.builds import IndexHolder, LoadedIndex
 from service.config import Mode, Settings
-from service.embedding import Embedder
-from service.errors import IndexIncompatibleError, IndexNotBuiltError
-from service.keyword import KeywordIndex, tokenize
+from service.embedding import Embedder, MicroBatcher, available_cores
+from service.keyword import tokenize
 from service.models import Chunk, Hit
-from service.store import (
-    CHUNKS_DB,
-    KEYWORD_DIR,
-    ChunkStore,
-    build_path,
-    load_vectors,
-    read_manifest,
-    read_pointer,
-    rebuild_hint,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedIndex:
-    """One published build opened for reading; immutable, shared by concurrent requests."""
-
-    build_id: str
-    folder: Path
-    manifest: dict[str, Any]
-    vectors: faiss.Index
-    chunks: ChunkStore
-    keyword: KeywordIndex
-
-    @classmethod
-    def open(cls, folder: Path, *, expected_model: str, expected_dim: int) -> LoadedIndex:
-        """Open a build folder; IndexIncompatibleError if it does not fit the model or is broken."""
-        index_dir = folder.parent.parent
-        manifest = read_manifest(folder)
-        model = manifest.get("model", {})
-        if model.get("id") != expected_model or model.get("dim") != expected_dim:
-            raise IndexIncompatibleError(
-                f"index was built with model {model.get('id')} (dimension {model.get('dim')}) but "
-                f"the configured model is {expected_model} (dimension {expected_dim}); "
-                + rebuild_hint(index_dir)
-            )
-        try:
-            vectors = load_vectors(folder)
-            chunks = ChunkStore(folder / CHUNKS_DB)
-            keyword = KeywordIndex.load(folder / KEYWORD_DIR, chunks.chunk_count)
-        except Exception as exc:  # faiss, sqlite and bm25s each raise their own types
-            raise IndexIncompatibleError(
-                f"index build {folder.name} is damaged ({exc}); " + rebuild_hint(index_dir)
-            ) from exc
-        if vectors.d != expected_dim:
-            raise IndexIncompatibleError(
-                f"vector dimension {vectors.d} differs from the model's {expected_dim}; "
-                + rebuild_hint(index_dir)
-            )
-        return cls(str(manifest["build_id"]), folder, manifest, vectors, chunks, keyword)
-
-
-def open_published(index_dir: Path, embedder: Embedder) -> LoadedIndex:
-    """The published build of index_dir; IndexNotBuiltError when there is none."""
-    build_id = read_pointer(index_dir)
-    if build_id is None:
-        raise IndexNotBuiltError(
-            f"no index in {index_dir}; run `groundqa index` to build it from your seeds folder"
-        )
-    return LoadedIndex.open(
-        build_path(index_dir, build_id), expected_model=embedder.model_id, expected_dim=embedder.dim
-    )
-
-
-class IndexHolder:
-    """The build currently served; swapped atomically when a new build is published."""
-
-    def __init__(self, index_dir: Path, embedder: Embedder) -> None:
-        self.index_dir = index_dir
-        self.embedder = embedder
-        self._current: LoadedIndex | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def current(self) -> LoadedIndex:
-        """The build to answer from; a request reads this once and keeps it to the end."""
-        index = self._current
-        if index is None:
-            raise IndexNotBuiltError(
-                f"no index in {self.index_dir}; run `groundqa index` to build it"
-            )
-        return index
-
-    @property
-    def loaded(self) -> bool:
-        """Whether a build is being served."""
-        return self._current is not None
-
-    def refresh(self) -> bool:
-        """Load the published build if it differs from the served one; True when swapped."""
-        with self._lock:
-            build_id = read_pointer(self.index_dir)
-            if build_id is None or (self._current and self._current.build_id == build_id):
-                return False
-            self._current = open_published(self.index_dir, self.embedder)
-            return True
+from service.vectors import pin_threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +36,7 @@ class SearchResult:
     hits: list[Hit]
     build_id: str
     index: LoadedIndex
-    query_vector: npt.NDArray[np.float32]
+    query_vector: npt.NDArray[np.float32]  # the question's, with its context when given
     terms: tuple[str, ...]  # the question (and its context) as the keyword index tokenises it
     timings: dict[str, float]
     weights: tuple[float, ...] = ()  # of each term: 1 for the question's, less for context's
@@ -220,32 +122,6 @@ def _top(scores: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.int64]:
         return np.zeros(0, dtype=np.int64)
     part = np.argpartition(-scores, n - 1)[:n]
     return part[np.lexsort((part, -scores[part]))].astype(np.int64)
-
-
-# Filters of up to this many rows are scored exactly on an approximate index (25 MB of vectors).
-EXACT_FILTER_ROWS = 16_384
-
-
-def _filter_params(index: faiss.Index, selector: Any) -> Any:
-    """Search parameters restricted to selector, of the type the index requires (IVF rejects
-    the generic one), keeping the index's own search breadth."""
-    if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)  # type: ignore[call-arg]
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)  # type: ignore[attr-defined]
-    return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
-
-
-_THREADS = threading.local()
-
-
-def _search_threads(threads: int) -> None:
-    """Pin this thread's FAISS (OpenMP) threads for a query. The setting is per thread, and
-    the default (all cores) makes one flat search of 11k vectors take 15 ms instead of 0.6 ms
-    when other processes keep the cores busy: the threads wait for each other."""
-    if getattr(_THREADS, "faiss", None) != threads:
-        faiss.omp_set_num_threads(threads)
-        _THREADS.faiss = threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +251,7 @@ class Searcher:
         `context` adds earlier text of a conversation to both retrievers, with its weight.
         """
         index = self.holder.current
-        _search_threads(self.settings.search_threads)
+        pin_threads(self.settings.search_threads)
         mode = mode or self.settings.mode
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -405,7 +281,7 @@ class Searcher:
         dense_rows = np.zeros(0, dtype=np.int64)
         dense_top = np.zeros(0, dtype=np.float32)
         if mode != "keyword":
-            dense_rows, dense_top = self._dense(index, query, depth, allowed)
+            dense_rows, dense_top = index.vectors.nearest(query, depth, allowed)
         if job is not None:
             keyword = job.result()
 
@@ -467,31 +343,6 @@ class Searcher:
         return (total / norm if norm else total).astype(np.float32)
 
     @staticmethod
-    def _dense(
-        index: LoadedIndex,
-        query: npt.NDArray[np.float32],
-        depth: int,
-        allowed: npt.NDArray[np.int64] | None,
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Rows and cosines of the nearest vectors, best first, within allowed rows if given."""
-        if index.vectors.ntotal == 0 or (allowed is not None and len(allowed) == 0):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        vectors = index.vectors
-        k = min(depth, vectors.ntotal)
-        approximate = isinstance(vectors, (faiss.IndexIVF, faiss.IndexHNSW))
-        if allowed is not None and approximate and len(allowed) <= EXACT_FILTER_ROWS:
-            # A graph or list walk finds few of a small allowed set; scoring it is exact.
-            scores = vectors.reconstruct_batch(allowed) @ query
-            best = np.argsort(-scores, kind="stable")[:k]
-            return allowed[best], scores[best].astype(np.float32)
-        params = None
-        if allowed is not None:
-            params = _filter_params(vectors, faiss.IDSelectorBatch(allowed))
-        found_scores, ids = vectors.search(query.reshape(1, -1), k, params=params)
-        found = ids[0] >= 0
-        return ids[0][found].astype(np.int64), found_scores[0][found].astype(np.float32)
-
-    @staticmethod
     def _dense_scores(
         index: LoadedIndex,
         query: npt.NDArray[np.float32],
@@ -503,6 +354,6 @@ class Searcher:
         scores = dict(zip(known_rows.tolist(), known.tolist(), strict=True))
         missing = [r for r in rows if r not in scores]
         if missing:
-            vectors = index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64))
-            scores.update(zip(missing, (vectors @ query).tolist(), strict=True))
+            found = index.vectors.cosines(query, np.asarray(missing, dtype=np.int64))
+            scores.update(zip(missing, found.tolist(), strict=True))
         return [float(scores[r]) for r in rows]

@@ -1,33 +1,31 @@
-"""Index storage: one immutable folder per build (vectors, keyword index, chunk store, manifest),
-a pointer file naming the published build, and the embedding cache shared by builds."""
+"""Index storage: one immutable folder per build (vectors, written by service.vectors; keyword
+index; chunk store; manifest), a pointer file naming the published build, and the embedding
+cache shared by builds."""
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
 import json
-import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
 from service.errors import IndexIncompatibleError
-from service.models import Chunk, Document
+from service.models import Chunk, Document, Skipped
 
 FORMAT_VERSION = 1
 POINTER = "CURRENT"
 BUILDS = "builds"
 TMP_PREFIX = ".tmp-"
 MANIFEST = "manifest.json"
-VECTORS = "vectors.faiss"
 CHUNKS_DB = "chunks.sqlite"
 KEYWORD_DIR = "bm25"
 
@@ -48,10 +46,6 @@ CREATE TABLE chunks (
 _CHUNK_COLUMNS = (
     "chunk_id, source, title, text, char_start, char_end, line_start, line_end, context, "
     "section, page_start, page_end"
-)
-# Builds written before sections and pages have no such columns: read them as absent.
-_LEGACY_CHUNK_COLUMNS = _CHUNK_COLUMNS.replace(
-    "section, page_start, page_end", "'' AS section, NULL AS page_start, NULL AS page_end"
 )
 
 
@@ -116,23 +110,118 @@ def build_path(index_dir: Path, build_id: str) -> Path:
     return index_dir / BUILDS / build_id
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """The encoder a build's vectors come from."""
+
+    id: str
+    dim: int
+    max_seq_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkerInfo:
+    """How a build's documents were windowed."""
+
+    chunk_tokens: int
+    chunk_overlap: int
+    text_budget: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One indexed seed file as the manifest records it."""
+
+    sha256: str
+    size: int
+    chunks: int
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a build holds and how it was made; `manifest.json` of its folder."""
+
+    build_id: str
+    created_at: str  # ISO 8601, UTC, seconds
+    model: ModelInfo
+    chunker: ChunkerInfo
+    fingerprint: Mapping[str, object]  # everything that, when changed, forces a full rebuild
+    files: Mapping[str, FileEntry]
+    skipped: tuple[Skipped, ...]
+    rejected: Mapping[str, str]  # source -> sha256 of files that could not be parsed
+    documents: int
+    chunks: int
+    previous_build_id: str | None
+    rebuild_reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as its JSON file holds it."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "build_id": self.build_id,
+            "created_at": self.created_at,
+            "model": asdict(self.model),
+            "chunker": asdict(self.chunker),
+            "fingerprint": dict(self.fingerprint),
+            "files": {source: asdict(entry) for source, entry in self.files.items()},
+            "skipped": [asdict(s) for s in self.skipped],
+            "rejected": dict(self.rejected),
+            "counts": {"documents": self.documents, "chunks": self.chunks},
+            "previous_build_id": self.previous_build_id,
+            "rebuild_reason": self.rebuild_reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        """The manifest of a parsed JSON file; KeyError, TypeError or ValueError when malformed."""
+        return cls(
+            build_id=str(data["build_id"]),
+            created_at=str(data["created_at"]),
+            model=ModelInfo(**data["model"]),
+            chunker=ChunkerInfo(**data["chunker"]),
+            fingerprint=dict(data["fingerprint"]),
+            files={source: FileEntry(**entry) for source, entry in data["files"].items()},
+            skipped=tuple(Skipped(**s) for s in data["skipped"]),
+            rejected=dict(data["rejected"]),
+            documents=int(data["counts"]["documents"]),
+            chunks=int(data["counts"]["chunks"]),
+            previous_build_id=data["previous_build_id"],
+            rebuild_reason=data["rebuild_reason"],
+        )
+
+
+def read_manifest(folder: Path) -> Manifest:
     """The manifest of a build folder; IndexIncompatibleError when missing or damaged."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        data = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise IndexIncompatibleError(
             f"index build {folder} is damaged (manifest unreadable: {exc}); "
             + rebuild_hint(folder.parent.parent)
         ) from exc
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         raise IndexIncompatibleError(
             f"index build {folder} has an unsupported format; " + rebuild_hint(folder.parent.parent)
         )
-    return manifest
+    try:
+        return Manifest.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IndexIncompatibleError(
+            f"index build {folder} is damaged (manifest malformed: {exc!r}); "
+            + rebuild_hint(folder.parent.parent)
+        ) from exc
 
 
-def published_manifest(index_dir: Path) -> dict[str, Any] | None:
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Write the manifest last: a build folder without one is debris."""
+    write_atomic(
+        folder / MANIFEST, json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode()
+    )
+
+
+def published_manifest(index_dir: Path) -> Manifest | None:
     """The manifest of the published build, or None when there is none."""
     build_id = read_pointer(index_dir)
     if build_id is None:
@@ -187,62 +276,6 @@ def write_chunk_store(
     return ordered
 
 
-def ivf_lists(count: int) -> int:
-    """IVF lists for count vectors: 4 x sqrt(count), with at least 39 training points each
-    (faiss's k-means minimum)."""
-    return max(1, min(int(4 * math.sqrt(count)), count // 39))
-
-
-def vector_index(dim: int, count: int, settings: Any) -> faiss.Index:
-    """An empty inner-product index sized to count vectors: exhaustive below the settings'
-    threshold (or when GROUNDQA_ANN=flat), IVF above it (or when GROUNDQA_ANN=ivf), HNSW
-    when GROUNDQA_ANN=hnsw.
-
-    Flat and IVF store float16: unit vectors lose nothing that changes a ranking (recall@10
-    1.0 against float32), and a scan reads half the memory, which leaves the encoder's weights
-    in the CPU cache (measured: 0.3 ms less per question on 11k chunks). IVF is the large-index
-    default because every build rewrites the index: it trains and fills in about a minute at
-    1M vectors where HNSW takes most of an hour on two cores (README, Scale)."""
-    kind = settings.ann
-    if kind == "auto":
-        kind = "ivf" if count >= settings.ann_threshold else "flat"
-    if kind == "flat":
-        return faiss.IndexScalarQuantizer(
-            dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-        )
-    if kind == "ivf":
-        lists = ivf_lists(count)
-        index = faiss.index_factory(dim, f"IVF{lists},SQfp16", faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(index).nprobe = min(settings.ivf_nprobe, lists)  # saved with it
-        return index
-    index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = settings.hnsw_ef_construction
-    index.hnsw.efSearch = settings.hnsw_ef_search  # saved with the index
-    return index
-
-
-def write_vectors(folder: Path, vectors: npt.NDArray[np.float32], settings: Any) -> None:
-    """Write an inner-product index of the settings' type whose ids are the chunk rows (every
-    index type numbers vectors in the order they are added)."""
-    index = vector_index(vectors.shape[1], len(vectors), settings)
-    if len(vectors):
-        if not index.is_trained:
-            # A fixed sample: the same vectors give the same index, build after build.
-            lists = faiss.extract_index_ivf(index).nlist
-            rng = np.random.default_rng(0)
-            sample = rng.choice(len(vectors), min(len(vectors), 64 * lists), replace=False)
-            index.train(vectors[np.sort(sample)])
-        index.add(vectors)
-        if isinstance(index, faiss.IndexIVF):
-            index.make_direct_map()  # reconstruct(row) for the scores of keyword-only hits
-    faiss.write_index(index, str(folder / VECTORS))
-
-
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest last: a build folder without one is debris."""
-    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-
-
 # --- reading ---------------------------------------------------------------------------------
 
 
@@ -263,8 +296,6 @@ class ChunkStore:
         )
         self.documents: dict[str, DocumentInfo] = {r[0]: DocumentInfo(*r) for r in rows}
         ((self.chunk_count,),) = self._fetch("SELECT COUNT(*) FROM chunks")
-        names = {r[1] for r in self._fetch("PRAGMA table_info(chunks)")}
-        self._columns = _CHUNK_COLUMNS if "section" in names else _LEGACY_CHUNK_COLUMNS
 
     def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """All rows of one query on the shared connection."""
@@ -277,7 +308,7 @@ class ChunkStore:
             return {}
         marks = ",".join("?" * len(rows))
         found = self._fetch(
-            f"SELECT row, {self._columns} FROM chunks WHERE row IN ({marks})",
+            f"SELECT row, {_CHUNK_COLUMNS} FROM chunks WHERE row IN ({marks})",
             [int(r) for r in rows],
         )
         return {row[0]: Chunk(*row[1:]) for row in found}
@@ -290,7 +321,7 @@ class ChunkStore:
         # A document's chunks are one run of rows: a primary-key range, where a lookup by
         # source would scan the table (an incremental build asks for every unchanged file).
         found = self._fetch(
-            f"SELECT {self._columns} FROM chunks WHERE row >= ? AND row < ? ORDER BY row",
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE row >= ? AND row < ? ORDER BY row",
             (document.row_start, document.row_end),
         )
         for row in found:
@@ -310,22 +341,6 @@ class ChunkStore:
             if any(fnmatch.fnmatchcase(d.source, p) for p in pats)
         ]
         return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
-
-
-def load_vectors(folder: Path, *, mmap: bool = True) -> faiss.Index:
-    """The build's vector index, memory-mapped read-only where the index type allows.
-
-    IO_FLAG_MMAP alone maps only IVF lists: flat and HNSW vectors would be read into private
-    memory. IO_FLAG_MMAP_IFC (recent faiss; older ones lack it and copy) maps their vectors too,
-    so every process serving a build shares one copy in the page cache."""
-    ifc = getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
-    flags = faiss.IO_FLAG_MMAP | ifc | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    try:
-        return faiss.read_index(str(folder / VECTORS), flags)
-    except RuntimeError:
-        if not mmap:
-            raise
-        return faiss.read_index(str(folder / VECTORS))
 
 
 @contextlib.contextmanager

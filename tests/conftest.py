@@ -13,9 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api import create_app
-from service.chunking import Tokenizer
-from service.config import Settings
-from service.embedding import HFTokenizer, Vectors
+from service.config import Settings, bundled_model_path
+from service.embedding import Embedder, HFTokenizer, Tokenizer, Vectors, load_embedder
 from service.indexing import Builder
 
 _WORD = re.compile(r"\w+")
@@ -62,6 +61,24 @@ class FakeEmbedder:
         return out
 
 
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    """The bundled model's folder."""
+    return bundled_model_path()
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this test session exports the model to ONNX: once, and never into the checkout."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def real_embedder(model_path: str, onnx_cache: Path) -> Embedder:
+    """The bundled model with the default encoder, loaded once per session."""
+    return load_embedder(model_path, encoder="onnx-int8", cache_dir=onnx_cache)
+
+
 @pytest.fixture
 def fake_embedder(tokenizer: HFTokenizer) -> FakeEmbedder:
     """A fresh fake embedder (its call log starts empty)."""
@@ -91,6 +108,18 @@ def settings(tmp_path: Path, seeds: Path) -> Settings:
 def builder(settings: Settings, fake_embedder: FakeEmbedder) -> Builder:
     """A builder with the fake embedder."""
     return Builder(settings, fake_embedder)
+
+
+@pytest.fixture
+def small(settings: Settings) -> Settings:
+    """Settings with a 32-token chunk budget, so short files give several chunks."""
+    return settings.model_copy(update={"chunk_tokens": 32})
+
+
+@pytest.fixture
+def small_builder(small: Settings, fake_embedder: FakeEmbedder) -> Builder:
+    """A builder of the small settings with the fake embedder."""
+    return Builder(small, fake_embedder)
 
 
 WriteSeed = Callable[[str, str], Path]

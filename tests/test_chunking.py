@@ -15,7 +15,6 @@ from service.chunking import (
     embedding_text,
     split_sentences,
 )
-from service.config import Settings
 from service.embedding import HFTokenizer
 from service.models import Chunk, Document
 from tests.conftest import TEN_PIECE_SENTENCES
@@ -188,10 +187,6 @@ def test_whole_sentences_with_one_sentence_overlap(tokenizer: HFTokenizer) -> No
         " ".join(s[4:6]),
     ]
     assert [(c.line_start, c.line_end) for c in chunks] == [(1, 1)] * 3
-
-
-def test_default_overlap_is_one_sentence() -> None:
-    assert Settings.model_fields["chunk_overlap"].default == 1
 
 
 def test_no_overlap(tokenizer: HFTokenizer) -> None:

@@ -14,9 +14,10 @@ import pytest
 from service import cli
 from service.answering import ask
 from service.api.routes import to_response
+from service.builds import IndexHolder
 from service.config import Settings
 from service.indexing import build_lock
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 from service.store import read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 
@@ -291,3 +292,62 @@ def test_unknown_model_path(
         "sentence-transformers folder or unset it to use the bundled all-MiniLM-L6-v2\n"
     )
     assert not settings.index_dir.exists()
+
+
+def test_eval_of_a_missing_dataset_fails_before_loading_the_model(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("service.embedding.embedder_for", no_model)
+    code, out, err = run(capsys, "eval", "/does/not/exist")
+    assert (code, out) == (2, "")
+    assert err == "error: BEIR dataset directory not found: /does/not/exist\n"
+
+
+CORPUS = '{"_id": "d1", "title": "T", "text": "Some text."}\n'
+QUERIES = '{"_id": "q1", "text": "some?"}\n'
+QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"queries.jsonl": QUERIES, "qrels/test.tsv": QRELS},
+            "BEIR dataset file not found: {}/corpus.jsonl",
+        ),
+        (
+            {"corpus.jsonl": CORPUS, "queries.jsonl": QUERIES},
+            "BEIR dataset file not found: {}/qrels/test.tsv",
+        ),
+        (
+            {"corpus.jsonl": "{not json\n", "queries.jsonl": QUERIES, "qrels/test.tsv": QRELS},
+            "{}/corpus.jsonl:1: invalid JSON (Expecting property name enclosed in double quotes)",
+        ),
+        (
+            {"corpus.jsonl": '{"text": "x"}\n', "queries.jsonl": QUERIES, "qrels/test.tsv": QRELS},
+            '{}/corpus.jsonl: a row has no "_id" field',
+        ),
+        (
+            {"corpus.jsonl": CORPUS, "queries.jsonl": QUERIES, "qrels/test.tsv": "q1\td1\n"},
+            "{}/qrels/test.tsv:1: expected 3 tab-separated fields",
+        ),
+    ],
+    ids=["no-corpus", "no-split", "bad-json", "no-id", "bad-qrels"],
+)
+def test_eval_of_a_malformed_dataset_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+    fake_model: FakeEmbedder,
+    tmp_path: Path,
+    files: dict[str, str],
+    message: str,
+) -> None:
+    dataset = tmp_path / "dataset"
+    for name, text in files.items():
+        (dataset / name).parent.mkdir(parents=True, exist_ok=True)
+        (dataset / name).write_text(text)
+    code, out, err = run(capsys, "eval", str(dataset), "--cache", str(tmp_path / "cache"))
+    assert (code, out) == (2, "")
+    assert err == f"error: {message.format(dataset)}\n"

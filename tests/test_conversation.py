@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service.answering import ABSTAIN_TEXT, ask
+from service.builds import IndexHolder
 from service.conversation import (
     Exchange,
     Turn,
@@ -18,7 +19,7 @@ from service.conversation import (
 )
 from service.indexing import Builder
 from service.models import SpanRef
-from service.search import Context, IndexHolder, Searcher
+from service.search import Context, Searcher
 from tests.conftest import FakeEmbedder, WriteSeed
 
 PARIS = "Paris is the capital of France.\nThe Eiffel Tower in Paris was finished in 1889.\n"

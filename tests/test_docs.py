@@ -32,3 +32,11 @@ def test_makefile_has_the_two_commands_the_readme_names() -> None:
     assert re.search(r"^run:", makefile, flags=re.MULTILINE)
     assert re.search(r"^test:", makefile, flags=re.MULTILINE)
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_readme_layout_table_names_modules_that_exist() -> None:
+    section = README.split("## Layout of `service/`", 1)[1].split("\n## ", 1)[0]
+    first_cells = re.findall(r"^\| ([^|]+) \|", section, flags=re.MULTILINE)
+    named = [n for cell in first_cells for n in re.findall(r"`([\w/]+(?:\.py|/))`", cell)]
+    assert "vectors.py" in named and "builds.py" in named and "embedding/" in named
+    assert [n for n in named if not (ROOT / "service" / n).exists()] == []

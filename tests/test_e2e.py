@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.config import Settings
-from service.embedding import Embedder, load_embedder
+from service.embedding import Embedder
 from service.indexing import Builder
 
 pytestmark = pytest.mark.e2e
@@ -41,9 +41,9 @@ FACTS = [
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    """The real bundled model, loaded once for the module."""
-    return load_embedder(Settings(_env_file=None).model_path)
+def embedder(real_embedder: Embedder) -> Embedder:
+    """The real bundled model."""
+    return real_embedder
 
 
 @pytest.fixture(scope="module")

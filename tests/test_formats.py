@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from service.chunking import Chunker, ChunkerSettings
 from service.config import Settings
 from service.embedding import HFTokenizer
 from service.indexing import Builder, BuildReport
-from service.ingest import PARSERS, ParseError, parse_text
 from service.models import Chunk, Document, Section, Span
 from service.parsers import html, markdown, pdf
+from service.parsers.base import ParseError
+from service.parsers.text import parse as parse_text
 from service.store import CHUNKS_DB, ChunkStore, build_path, read_pointer
 from tests.conftest import WriteSeed
 
@@ -443,40 +443,8 @@ def test_html_without_text_is_a_parse_error() -> None:
 # --- registry and stores ---------------------------------------------------------------------
 
 
-def test_registry_covers_the_formats() -> None:
-    assert sorted(PARSERS) == [".htm", ".html", ".markdown", ".md", ".pdf", ".txt"]
-
-
 def test_plain_text_stays_byte_exact() -> None:
     data = "\ufeffLine one.\r\nLine two.\r\n\r\n# not a section\n".encode()
     parsed = parse_text(data, "x.txt")
     assert parsed.text == data.decode("utf-8-sig")
     assert (parsed.sections, parsed.pages) == ((), ())
-
-
-def test_builds_without_section_columns_still_load(tmp_path: Path) -> None:
-    path = tmp_path / CHUNKS_DB
-    con = sqlite3.connect(path)
-    con.executescript(
-        """
-        CREATE TABLE documents (
-            source TEXT PRIMARY KEY, title TEXT NOT NULL, sha256 TEXT NOT NULL,
-            size INTEGER NOT NULL, text TEXT NOT NULL, row_start INTEGER NOT NULL,
-            row_end INTEGER NOT NULL
-        );
-        CREATE TABLE chunks (
-            row INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
-            title TEXT NOT NULL, context TEXT NOT NULL, text TEXT NOT NULL,
-            char_start INTEGER NOT NULL, char_end INTEGER NOT NULL,
-            line_start INTEGER NOT NULL, line_end INTEGER NOT NULL
-        );
-        INSERT INTO documents VALUES ('a.txt', 'A', 'h', 3, 'abc', 0, 1);
-        INSERT INTO chunks VALUES (0, 'id0', 'a.txt', 'A', 'A', 'abc', 0, 3, 1, 1);
-        """
-    )
-    con.commit()
-    con.close()
-    store = ChunkStore(path)
-    expected = Chunk("id0", "a.txt", "A", "abc", 0, 3, 1, 1, "A")
-    assert store.chunks([0]) == {0: expected}
-    assert list(store.iter_chunks("a.txt")) == [expected]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.errors import SeedsNotFoundError
-from service.indexing import Builder
-from service.ingest import ParseError, SeedFile, parse_seed, scan_seeds
+from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.models import Document, Skipped
+from service.parsers.base import ParseError
 
 MAX = 20_000_000
 
@@ -121,28 +121,6 @@ def test_unparseable_content_raises_with_reason(seeds: Path, data: bytes, reason
     with pytest.raises(ParseError) as info:
         parse_one(seeds, "bad.txt", data)
     assert str(info.value) == reason
-
-
-def test_build_reports_unparseable_files_as_skipped(
-    seeds: Path, builder: Builder, tmp_path: Path
-) -> None:
-    write(seeds / "good.txt", b"Good content here.")
-    write(seeds / "empty.txt", b"")
-    write(seeds / "blank.md", b"   \n\n")
-    write(seeds / "nul.txt", b"a\x00b")
-    write(seeds / "latin1.txt", b"caf\xe9")
-    write(seeds / "image.png", b"\x89PNG")
-    write(seeds / "Makefile", b"all:")
-    report = builder.build()
-    assert report.files_indexed == 1
-    assert sorted(report.skipped, key=lambda s: s["source"]) == [
-        {"source": "Makefile", "reason": "unsupported file type (none)"},
-        {"source": "blank.md", "reason": "empty file"},
-        {"source": "empty.txt", "reason": "empty file"},
-        {"source": "image.png", "reason": "unsupported file type .png"},
-        {"source": "latin1.txt", "reason": "not valid UTF-8 (byte 3)"},
-        {"source": "nul.txt", "reason": "binary file (contains NUL bytes)"},
-    ]
 
 
 def test_size_limit(seeds: Path) -> None:

@@ -26,7 +26,7 @@ from service.answering import ABSTAIN_TEXT
 from service.api import create_app
 from service.api.mcp import INSTRUCTIONS
 from service.config import Settings
-from service.embedding import Embedder, load_embedder
+from service.embedding import Embedder
 from service.indexing import Builder
 from tests.conftest import FakeEmbedder, WriteSeed
 
@@ -487,12 +487,6 @@ async def test_mcp_requests_are_counted(url: str) -> None:
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def real_embedder() -> Embedder:
-    """The bundled model, loaded once for the module."""
-    return load_embedder(Settings(_env_file=None).model_path)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ from service.api.observability import JsonFormatter, access_log
 from service.api.server import DrainingServer
 from service.config import Settings
 from service.indexing import Builder
-from service.store import VECTORS, build_path, published_manifest, read_pointer
+from service.store import build_path, published_manifest, read_pointer
+from service.vectors import VECTORS
 from tests.conftest import WriteSeed
 
 Client = Callable[[Settings], TestClient]
@@ -144,9 +145,9 @@ def test_index_gauges_follow_the_served_build(
     assert manifest is not None
     samples = scrape(client)
     assert value(samples, "groundqa_index_documents") == 2
-    assert value(samples, "groundqa_index_chunks") == manifest["counts"]["chunks"]
+    assert value(samples, "groundqa_index_chunks") == manifest.chunks
     # The age is computed at scrape time from the manifest's created_at, not frozen at load.
-    created = datetime.fromisoformat(manifest["created_at"])
+    created = datetime.fromisoformat(manifest.created_at)
     before = (datetime.now(UTC) - created).total_seconds()
     age = value(scrape(client), "groundqa_index_build_age_seconds")
     after = (datetime.now(UTC) - created).total_seconds()

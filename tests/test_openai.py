@@ -26,7 +26,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from service.answering import ABSTAIN_TEXT
 from service.api import create_app
 from service.config import Settings
-from service.embedding import Embedder, load_embedder
+from service.embedding import Embedder
 from service.indexing import Builder
 from tests.conftest import FakeEmbedder, WriteSeed
 
@@ -728,12 +728,6 @@ def test_no_cors_without_configured_origins(client: TestClient) -> None:
 
 
 # ----------------------------------------------------------------------------- live server
-
-
-@pytest.fixture(scope="session")
-def real_embedder() -> Embedder:
-    """The bundled model, loaded once."""
-    return load_embedder(Settings().model_path)
 
 
 def seed_index(folder: Path, embedder: Embedder) -> Settings:

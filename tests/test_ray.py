@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from service import cli
+from service.builds import IndexHolder
 from service.chunking import embedding_text
 from service.config import Settings
 from service.embedding import Embedder, Vectors, load_embedder
@@ -28,7 +29,7 @@ from service.indexing import CACHE_FILE, Builder, text_key
 from service.metrics import BeirDataset
 from service.models import Hit
 from service.ray_engine import INSTALL_HINT, RayEngine, RayUnavailableError
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 from service.store import CHUNKS_DB, ChunkStore, EmbeddingCache, build_path, read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 
@@ -95,7 +96,7 @@ def shared_manifest(settings: Settings) -> dict[str, Any]:
 def all_vectors(settings: Settings, embedder: Embedder) -> Any:
     holder = IndexHolder(settings.index_dir, embedder)
     holder.refresh()
-    index = holder.current.vectors
+    index = holder.current.vectors.faiss
     return index.reconstruct_n(0, index.ntotal)
 
 
@@ -268,12 +269,12 @@ def scifact_questions(count: int) -> list[str]:
     reason=f"SciFact not found at {SCIFACT} (the shared evaluation data beside the repository)",
 )
 def test_ray_engine_matches_local_engine_on_scifact(
-    ray_cluster: None, tmp_path: Path, seeds: Path
+    ray_cluster: None, tmp_path: Path, seeds: Path, onnx_cache: Path
 ) -> None:
-    """Real model, ONNX encoder (its export shared with the e2e tests in index/cache)."""
+    """Real model, ONNX encoder (its export shared with the e2e tests of the session)."""
     scifact_seeds(seeds, ABSTRACTS)
     base = Settings(_env_file=None, seeds_dir=seeds, encoder="onnx")
-    cache = ROOT / "index" / "cache"
+    cache = onnx_cache
     embedder = load_embedder(base.model_path, encoder="onnx", cache_dir=cache, workers=0)
     local = base.model_copy(update={"index_dir": tmp_path / "local"})
     distributed = base.model_copy(update={"index_dir": tmp_path / "ray"})

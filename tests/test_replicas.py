@@ -21,7 +21,8 @@ import pytest
 
 from service.config import Settings
 from service.indexing import Builder
-from service.store import VECTORS, build_path
+from service.store import build_path
+from service.vectors import VECTORS
 from tests.conftest import FakeEmbedder, WriteSeed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 
 from service.answering import ask
 from service.api.state import AppState
+from service.builds import IndexHolder
 from service.config import Settings
 from service.indexing import Builder
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 from service.store import read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
 

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 from service.api import create_app
 from service.api.web import STATIC_DIR
 from service.config import Settings
-from service.embedding import Embedder, load_embedder
+from service.embedding import Embedder
 from service.indexing import Builder
 from tests.test_openai import SEED, TROOPS, seed_index, serve
 
@@ -132,9 +132,9 @@ def browser(chromium_path: Path) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def web_embedder() -> Embedder:
+def web_embedder(real_embedder: Embedder) -> Embedder:
     """The bundled model."""
-    return load_embedder(Settings().model_path)
+    return real_embedder
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_ask_and_open_the_first_citation(page: Page, web_url: str, tmp_path: Pat
     assert doc_view.locator("#doc-text").text_content() == document["text"]
     expect(mark).to_be_in_viewport()
 
-    page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "web.png"), full_page=True)  # renders the whole page
 
     # Escape closes the document view and gives focus back to the citation button.
     page.keyboard.press("Escape")

@@ -21,9 +21,11 @@ from service.api.openai import router as openai_router
 from service.api.routes import router
 from service.api.state import AppState
 from service.api.web import router as web_router
+from service.builds import IndexHolder
 from service.config import Settings
 from service.embedding import Embedder, embedder_for
 from service.errors import (
+    BuildInProgressError,
     DocumentNotFoundError,
     GroundQAError,
     IndexIncompatibleError,
@@ -32,11 +34,12 @@ from service.errors import (
 )
 from service.indexing import Builder
 from service.rebuild import Job, RebuildManager, follow_published, watch_seeds
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 
 log = logging.getLogger("groundqa")
 
 STATUS_BY_ERROR: list[tuple[type[GroundQAError], int]] = [
+    (BuildInProgressError, status.HTTP_409_CONFLICT),
     (DocumentNotFoundError, status.HTTP_404_NOT_FOUND),
     (IndexNotBuiltError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (IndexIncompatibleError, status.HTTP_503_SERVICE_UNAVAILABLE),
@@ -139,7 +142,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "OPTIONS"],
             # A browser MCP client sends and reads the protocol's own headers.
             allow_headers=[
                 "Authorization",

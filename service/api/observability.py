@@ -9,13 +9,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.store import Manifest
 
 access_log = logging.getLogger("groundqa.access")
 
@@ -78,13 +79,11 @@ class Metrics:
             registry=r,
         )
 
-    def observe_index(self, manifest: dict[str, Any] | None) -> None:
+    def observe_index(self, manifest: Manifest) -> None:
         """Set the index gauges from the served build's manifest."""
-        if not manifest:
-            return
-        self.documents.set(manifest["counts"]["documents"])
-        self.chunks.set(manifest["counts"]["chunks"])
-        created = datetime.fromisoformat(manifest["created_at"])
+        self.documents.set(manifest.documents)
+        self.chunks.set(manifest.chunks)
+        created = datetime.fromisoformat(manifest.created_at)
         self.build_age.set_function(lambda: (datetime.now(UTC) - created).total_seconds())
 
 
@@ -273,6 +272,3 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(level)
     # uvicorn's own access log would duplicate ours without the request id.
     logging.getLogger("uvicorn.access").disabled = True
-
-
-MetricsHook = Callable[[dict[str, float]], None]

@@ -30,8 +30,8 @@ from service.answering import AskResult
 from service.api.routes import converse
 from service.api.schemas import QUESTION_MAX
 from service.api.state import ApiKey, SearcherDep, StateDep
-from service.chunking import Tokenizer
 from service.conversation import Turn
+from service.embedding import Tokenizer
 from service.errors import GroundQAError, IndexNotBuiltError
 from service.models import SpanRef
 from service.rendering import Rendered, first_stop, render, truncate
@@ -444,7 +444,7 @@ def list_models(state: StateDep) -> ModelList:
     holder = state.holder
     created = int(time.time())
     if holder is not None and holder.loaded:
-        created = int(datetime.fromisoformat(holder.current.manifest["created_at"]).timestamp())
+        created = int(datetime.fromisoformat(holder.current.manifest.created_at).timestamp())
     return ModelList(data=[ModelCard(id=MODEL_ID, created=created, owned_by=MODEL_ID)])
 
 

@@ -26,7 +26,7 @@ from service.api.schemas import (
 from service.api.state import Admin, ApiKey, AppState, SearcherDep, StateDep
 from service.config import Mode
 from service.conversation import Turn, ask_conversation
-from service.errors import BuildInProgressError, DocumentNotFoundError
+from service.errors import DocumentNotFoundError
 from service.indexing import seeds_plan
 from service.search import Searcher
 
@@ -197,13 +197,13 @@ def index_info(state: StateDep, searcher: SearcherDep) -> IndexInfo:
         stale = True
     return IndexInfo(
         build_id=index.build_id,
-        model=manifest["model"]["id"],
-        created_at=manifest["created_at"],
-        documents=manifest["counts"]["documents"],
-        chunks=manifest["counts"]["chunks"],
+        model=manifest.model.id,
+        created_at=manifest.created_at,
+        documents=manifest.documents,
+        chunks=manifest.chunks,
         stale=stale,
-        skipped=manifest.get("skipped", []),
-        rebuild_reason=manifest.get("rebuild_reason"),
+        skipped=[vars_of(s) for s in manifest.skipped],
+        rebuild_reason=manifest.rebuild_reason,
     )
 
 
@@ -219,10 +219,7 @@ def start_rebuild(state: StateDep) -> JobOut:
     """Start an incremental rebuild in the background; poll its status."""
     if state.rebuilds is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is still loading")
-    try:
-        job = state.rebuilds.start()
-    except BuildInProgressError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    job = state.rebuilds.start()  # BuildInProgressError: 409, by the app's error table
     return JobOut.model_validate(job.as_dict())
 
 

@@ -9,10 +9,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from service.api.observability import Metrics
+from service.builds import IndexHolder
 from service.config import Settings
 from service.embedding import Embedder
 from service.rebuild import RebuildManager
-from service.search import IndexHolder, Searcher
+from service.search import Searcher
 
 
 @dataclass

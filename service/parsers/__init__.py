@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from service.parsers import html, markdown, pdf, text
-from service.parsers.base import Parsed, ParseError, Parser
+from service.parsers.base import Parser
 
 FORMATS: tuple[ModuleType, ...] = (text, markdown, html, pdf)
 
@@ -21,5 +21,3 @@ def registry(formats: tuple[ModuleType, ...] = FORMATS) -> dict[str, Parser]:
 
 
 PARSERS: dict[str, Parser] = registry()
-
-__all__ = ["FORMATS", "PARSERS", "ParseError", "Parsed", "Parser", "registry"]

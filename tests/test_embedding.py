@@ -1,5 +1,5 @@
-"""The ONNX encoder against sentence-transformers, its export cache and threads, the
-micro-batcher, the sentence-vector cache and the HNSW vector index."""
+"""The embedding package: the ONNX encoder against sentence-transformers, its export cache and
+threads, the loader, and the micro-batcher."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher
-from service.config import Settings
-from service.embedding import SentenceTransformerEmbedder, Vectors, load_embedder
-from service.encoders import (
+from service.embedding import MicroBatcher, Vectors, load_embedder
+from service.embedding.onnx_encoder import (
     FLOAT_FILE,
     INT8_FILE,
     INT8_SUFFIX,
@@ -24,9 +21,7 @@ from service.encoders import (
     export_folder,
     quantize_int8,
 )
-from service.search import IndexHolder, Searcher
-from service.store import VECTORS, load_vectors, write_vectors
-from tests.conftest import FakeEmbedder
+from service.embedding.torch_encoder import SentenceTransformerEmbedder
 
 SENTENCES = [
     "0-dimensional biomaterials lack inductive properties.",
@@ -36,17 +31,6 @@ SENTENCES = [
     "short",
     "",
 ]
-
-
-@pytest.fixture(scope="session")
-def model_path() -> str:
-    return Settings(_env_file=None).model_path
-
-
-@pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One export per test session."""
-    return tmp_path_factory.mktemp("onnx-cache")
 
 
 @pytest.fixture(scope="session")
@@ -229,42 +213,3 @@ def test_batcher_hands_errors_to_callers_and_keeps_working() -> None:
     with pytest.raises(ValueError, match="boom"):
         batcher.embed(["boom"])
     assert batcher.embed(["fine"]).shape == (1, 2)
-
-
-def test_question_vectors_are_cached(settings: Settings, fake_embedder: FakeEmbedder) -> None:
-    plain = settings.model_copy(update={"micro_batch": 0})
-    searcher = Searcher(plain, fake_embedder, IndexHolder(plain.index_dir, fake_embedder))
-    first = searcher.embed_question("alpha beta")
-    second = searcher.embed_question("alpha beta")
-    assert fake_embedder.calls == [["alpha beta"]]
-    np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(first, fake_embedder.embed(["alpha beta"])[0])
-
-
-@pytest.mark.parametrize(
-    ("ann", "count", "kind"),
-    [
-        ("auto", 50, faiss.IndexScalarQuantizer),
-        ("flat", 500, faiss.IndexScalarQuantizer),
-        ("hnsw", 50, faiss.IndexHNSWFlat),
-        ("ivf", 50, faiss.IndexIVFScalarQuantizer),
-        ("auto", 500, faiss.IndexIVFScalarQuantizer),
-    ],
-)
-def test_vector_index_type_follows_settings(
-    settings: Settings, tmp_path: Path, ann: str, count: int, kind: type
-) -> None:
-    rng = np.random.default_rng(1)
-    vectors = rng.standard_normal((count, 16), dtype=np.float32)
-    faiss.normalize_L2(vectors)
-    config = settings.model_copy(update={"ann": ann, "ann_threshold": 100, "hnsw_ef_search": 64})
-    write_vectors(tmp_path, vectors, config)
-    index = load_vectors(tmp_path)
-    assert isinstance(faiss.downcast_index(index), kind)
-    assert (tmp_path / VECTORS).is_file()
-    _, ids = index.search(vectors[:20], 1)
-    assert ids[:, 0].tolist() == list(range(20))  # ids are the rows
-    # flat and IVF store float16 (IVF: of the offset from the list centre)
-    np.testing.assert_allclose(
-        index.reconstruct_batch(np.array([3, 7])), vectors[[3, 7]], rtol=0, atol=1e-3
-    )

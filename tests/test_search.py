@@ -1,76 +1,25 @@
-"""The query path's ranking primitives: the keyword tokeniser and the two fusions."""
+"""Search: the two fusions, one search end to end (keyword beside the encoder, prefetch,
+filters on every index type), and the question-vector cache."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
 
-import bm25s
 import faiss
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from service import search as search_module
+from service import vectors as vectors_module
 from service.answering import best_sentences
+from service.builds import IndexHolder
 from service.chunking import embedding_text
 from service.config import Settings
 from service.indexing import Builder
-from service.keyword import KeywordIndex, _stemmer, tokenize
+from service.keyword import tokenize
 from service.models import Chunk
-from service.search import IndexHolder, Searcher, rrf, zscore_fusion
+from service.search import Searcher, rrf, zscore_fusion
 from tests.conftest import FakeEmbedder
-
-WORDS = st.sampled_from(
-    ["The", "running", "runs", "cells", "CELL", "of", "x2", "__init__", "straße", "İstanbul", "a"]
-)
-TEXTS = st.lists(
-    st.one_of(
-        st.text(max_size=40),
-        st.lists(WORDS, max_size=8).map(" ".join),
-    ),
-    max_size=6,
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(TEXTS)
-def test_tokenize_equals_bm25s(texts: list[str]) -> None:
-    expected = bm25s.tokenize(
-        texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
-    )
-    assert tokenize(texts) == expected
-
-
-def test_tokenize_example() -> None:
-    assert tokenize(["The cells were RUNNING; a cell runs.", ""]) == [
-        ["cell", "were", "run", "cell", "run"],  # bm25s drops only 33 stop words
-        [],
-    ]
-
-
-def test_keyword_scores_take_tokenised_terms() -> None:
-    index = KeywordIndex.build(["red apples grow", "green pears", "apples and apples"])
-    scores = index.scores(tokenize(["Apples?"])[0])
-    assert scores[1] == 0.0
-    assert scores[0] > 0.0 and scores[2] > scores[0]
-    assert not index.scores(["zebra"]).any()
-    assert not index.scores([]).any()
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    st.lists(st.lists(WORDS, max_size=6).map(" ".join), min_size=1, max_size=12),
-    st.lists(WORDS, max_size=4).map(" ".join),
-)
-def test_keyword_matches_are_the_nonzero_scores(texts: list[str], question: str) -> None:
-    index = KeywordIndex.build(texts)
-    terms = tokenize([question])[0]
-    rows, sums = index.matches(terms)
-    scores = index.scores(terms)
-    assert rows.tolist() == np.flatnonzero(scores).tolist()
-    np.testing.assert_allclose(sums, scores[rows], rtol=1e-6)
 
 
 def _ints(values: list[int]) -> np.ndarray:
@@ -151,7 +100,7 @@ def reference(searcher: Searcher, question: str, top_k: int) -> list[tuple[int, 
     """Rows and fused scores computed step by step, one retriever after the other."""
     index = searcher.holder.current
     query = searcher.embedder.embed([question])[0]
-    scores, ids = index.vectors.search(query.reshape(1, -1), index.vectors.ntotal)
+    scores, ids = index.vectors.faiss.search(query.reshape(1, -1), index.vectors.count)
     keyword = index.keyword.scores(tokenize([question])[0])
     keyword_rows = np.flatnonzero(keyword > 0)
     keyword_rows = keyword_rows[np.argsort(-keyword[keyword_rows], kind="stable")]
@@ -215,11 +164,11 @@ def test_sources_filter_on_every_index_type(
     ann: str,
     exact_filter_rows: int,
 ) -> None:
-    monkeypatch.setattr(search_module, "EXACT_FILTER_ROWS", exact_filter_rows)
+    monkeypatch.setattr(vectors_module, "EXACT_FILTER_ROWS", exact_filter_rows)
     searcher = searcher_over_docs(settings.model_copy(update={"ann": ann}), fake_embedder)
     try:
         kind = {"flat": faiss.IndexScalarQuantizer, "ivf": faiss.IndexIVF, "hnsw": faiss.IndexHNSW}
-        assert isinstance(searcher.holder.current.vectors, kind[ann])
+        assert isinstance(searcher.holder.current.vectors.faiss, kind[ann])
         result = searcher.search("water", top_k=4, mode="dense", sources=["s*.txt"])
         assert [h.chunk.source for h in result.hits] == ["soil.txt", "stars.txt"] or [
             h.chunk.source for h in result.hits
@@ -235,3 +184,13 @@ def test_sources_filter_on_every_index_type(
 
 def cosine(embedder: FakeEmbedder, chunk: Chunk, query: np.ndarray) -> float:
     return float(embedder.embed([embedding_text(chunk)])[0] @ query)
+
+
+def test_question_vectors_are_cached(settings: Settings, fake_embedder: FakeEmbedder) -> None:
+    plain = settings.model_copy(update={"micro_batch": 0})
+    searcher = Searcher(plain, fake_embedder, IndexHolder(plain.index_dir, fake_embedder))
+    first = searcher.embed_question("alpha beta")
+    second = searcher.embed_question("alpha beta")
+    assert fake_embedder.calls == [["alpha beta"]]
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, fake_embedder.embed(["alpha beta"])[0])

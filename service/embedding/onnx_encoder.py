@@ -21,16 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from service.batching import available_cores
-from service.chunking import Tokenizer
-from service.embedding import (
-    BatchRunner,
+from service.embedding.batches import BatchRunner, available_cores
+from service.embedding.hf import (
     HFTokenizer,
-    Vectors,
-    _check_model_folder,
+    check_model_folder,
     model_fingerprint,
     quiet_model_loading,
+    read_max_seq_length,
 )
+from service.embedding.protocol import Tokenizer, Vectors
 from service.errors import ModelLoadError
 
 # Bump when the exported graph changes (inputs, pooling, opset): old caches are then ignored.
@@ -184,17 +183,6 @@ def ensure_onnx(model_path: Path, folder: Path, *, int8: bool) -> tuple[Path, bo
     return target, True
 
 
-def _read_max_seq_length(path: Path) -> int:
-    import json
-
-    config = path / "sentence_bert_config.json"
-    if config.is_file():
-        value = json.loads(config.read_text()).get("max_seq_length")
-        if isinstance(value, int) and value > 0:
-            return value
-    return 512
-
-
 class OnnxEmbedder:
     """Embedder protocol over an ONNX Runtime session of the exported model.
 
@@ -216,7 +204,7 @@ class OnnxEmbedder:
         model_id: str | None = None,
     ) -> None:
         path = Path(model_path).expanduser()
-        _check_model_folder(path)
+        check_model_folder(path)
         import onnxruntime as ort
         from tokenizers import Tokenizer as FastTokenizer
         from transformers import AutoTokenizer
@@ -226,7 +214,7 @@ class OnnxEmbedder:
         # differ (cosine ~0.99), so int8 has an id of its own: switching to it rebuilds the
         # index with int8 vectors rather than mixing them with float ones.
         self.model_id = model_id or model_fingerprint(path) + (INT8_SUFFIX if int8 else "")
-        self.max_seq_length = _read_max_seq_length(path)
+        self.max_seq_length = read_max_seq_length(path)
         self.threads = max(1, threads)
         self.workers = workers if workers > 0 else available_cores()
         self.batch_size = batch_size
