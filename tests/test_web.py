@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
 from service.api import create_app
 from service.api.web import STATIC_DIR
@@ -457,3 +457,24 @@ def test_deep_link_waits_for_the_api_key(page: Page, keyed_url: str) -> None:
     mark = page.locator("#doc-view mark#cited-span")
     expect(mark).to_have_count(1)
     assert mark.text_content() == text["text"][0:40]
+
+
+def test_docs_render_their_operations_offline(page: Page, web_url: str) -> None:
+    """Swagger UI loads only from groundqa itself: every other address is refused, as it is
+    on a machine without network, and the page still lists the API's operations."""
+    refused: list[str] = []
+
+    def offline(route: Route) -> None:
+        if route.request.url.startswith(web_url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    page.route("**/*", offline)
+    page.goto(f"{web_url}/docs")
+    operations = page.locator(".opblock-summary-path")
+    expect(operations.first).to_be_visible()
+    paths = set(operations.all_text_contents())
+    assert {"/v1/ask", "/v1/chat/completions", "/v1/documents"} <= {p.strip() for p in paths}
+    assert refused == []

@@ -125,6 +125,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         description="Source-grounded question answering: every passage cites the exact span of "
         "its source document.",
         lifespan=lifespan,
+        # /docs is served by the web router from packaged assets, not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.groundqa = state
     app.include_router(router)

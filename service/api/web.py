@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, status
-from fastapi.responses import FileResponse
+import fastapi_offline
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The only files served, with their content types: nothing else in the folder is reachable.
@@ -41,3 +43,41 @@ def asset(name: str) -> FileResponse:
     if media_type is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no static file {name!r}")
     return FileResponse(STATIC_DIR / name, media_type=media_type, headers=HEADERS)
+
+
+# Swagger UI from the assets a PyPI package ships, never from a CDN: the docs page works
+# offline like everything else groundqa serves. (No ReDoc: its page loads a logo from a CDN.)
+DOCS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon.png": "image/png",
+}
+
+
+def _docs_asset_url(request: Request, name: str) -> str:
+    return f"{request.scope.get('root_path', '')}/docs/assets/{name}"
+
+
+@router.get("/docs")
+def swagger_ui(request: Request) -> HTMLResponse:
+    """Interactive OpenAPI documentation (Swagger UI)."""
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}/openapi.json",
+        title="groundqa - Swagger UI",
+        swagger_js_url=_docs_asset_url(request, "swagger-ui-bundle.js"),
+        swagger_css_url=_docs_asset_url(request, "swagger-ui.css"),
+        swagger_favicon_url=_docs_asset_url(request, "favicon.png"),
+        # The default validator badge calls validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+@router.get("/docs/assets/{name}")
+def docs_asset(name: str) -> FileResponse:
+    """A script, stylesheet or icon of the documentation pages."""
+    media_type = DOCS_ASSETS.get(name)
+    if media_type is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no documentation asset {name!r}")
+    return FileResponse(DOCS_DIR / name, media_type=media_type)
