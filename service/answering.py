@@ -3,6 +3,7 @@ or abstain when the evidence is weak."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,11 +55,44 @@ class Sentences:
     terms: tuple[frozenset[str], ...]
 
 
+# Lines nobody would quote as an answer: Markdown headings, code fences, rules and front-matter
+# fences, list markers alone, and metadata (`Key: value` holding a URL or a second key).
+_NOT_PROSE = re.compile(
+    r"""^\s*(?:\#{1,6}(?:\s|$)
+    |(?:-{3,}|\*{3,}|_{3,}|={3,})\s*$
+    |(?:[-*+>]|\d+[.)])\s*$
+    |[A-Za-z][\w-]*:\s+\S.*(?:https?://|\s[A-Za-z][\w-]*:\s)
+    )""",
+    re.VERBOSE,
+)
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+
+
+def prose(text: str, span: Span) -> Span | None:
+    """The first run of prose lines of a sentence span, trimmed (a heading or metadata line
+    joined to a sentence is left out); None when nothing quotable remains."""
+    piece = text[span.start : span.end]
+    if _FENCE.match(piece) or not any(c.isalpha() for c in piece):
+        return None
+    run: list[Span] = []
+    at = span.start
+    for line in piece.split("\n"):
+        stripped = line.strip()
+        if stripped and not _NOT_PROSE.match(line):
+            left = at + len(line) - len(line.lstrip())
+            run.append(Span(left, left + len(stripped)))
+        elif run and stripped:
+            break  # a heading or metadata line after prose ends the run
+        at += len(line) + 1
+    return Span(run[0].start, run[-1].end) if run else None
+
+
 # A pure function of the passage text; popular passages come back for many questions.
 @lru_cache(maxsize=4096)
 def sentences_of(text: str) -> Sentences:
-    """Split text into sentences and tokenise each as the keyword index does."""
-    spans = tuple(split_sentences(text))
+    """Split text into sentences that read as prose (headings, fences and metadata lines are
+    never quoted) and tokenise each as the keyword index does."""
+    spans = tuple(p for p in (prose(text, s) for s in split_sentences(text)) if p is not None)
     terms = tokenize([text[s.start : s.end] for s in spans])
     return Sentences(spans, tuple(frozenset(t) for t in terms))
 
