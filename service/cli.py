@@ -10,16 +10,30 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from service.config import Settings
 from service.errors import BuildInProgressError, DatasetError, GroundQAError
 
 if TYPE_CHECKING:
+    from service.api.schemas import AskRequest
     from service.indexing import Builder, BuildReport
 
 EXIT_ERROR = 2
 EXIT_BUSY = 3
+
+
+class UsageError(GroundQAError):
+    """A command-line argument the command cannot use."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr and exit 2 (not usage + error)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `error: message` and exit 2."""
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -98,6 +112,21 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask_request(args: argparse.Namespace) -> AskRequest:
+    """The question and its options checked as the API checks them, with its messages."""
+    from pydantic import ValidationError
+
+    from service.api.schemas import AskRequest
+
+    try:
+        return AskRequest(question=args.question, top_k=args.top_k, mode=args.mode)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = {"question": "QUESTION", "top_k": "--top-k"}.get(str(first["loc"][0]), "")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"{field}: {message}") from exc
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     """Answer a question from the published index."""
     from service.answering import ask
@@ -106,12 +135,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from service.embedding import embedder_for
     from service.search import Searcher
 
+    request = _ask_request(args)  # before the model loads: bad input fails at once
     settings = _settings(args)
     embedder = embedder_for(settings)
     holder = IndexHolder(settings.index_dir, embedder)
     holder.refresh()
     searcher = Searcher(settings, embedder, holder)
-    result = ask(searcher, args.question, top_k=args.top_k, mode=args.mode)
+    result = ask(searcher, request.question, top_k=request.top_k, mode=request.mode)
     body = to_response(result)
     if args.json:
         print(body.model_dump_json())
@@ -235,7 +265,7 @@ def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the groundqa command."""
-    parser = argparse.ArgumentParser(prog="groundqa", description=__doc__)
+    parser = Parser(prog="groundqa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -264,9 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", help="answer a question from the index")
     common(p)
-    p.add_argument("question")
-    p.add_argument("--top-k", type=int, default=5, choices=range(1, 51), metavar="N")
-    p.add_argument("--mode", choices=["hybrid", "dense", "keyword"])
+    p.add_argument("question", help="the question (1-2000 characters)")
+    p.add_argument("--top-k", type=int, default=5, metavar="N", help="passages, 1-50 (default: 5)")
+    p.add_argument(
+        "--mode", choices=["hybrid", "dense", "keyword"], help="retrieval (default: GROUNDQA_MODE)"
+    )
     p.add_argument("--json", action="store_true", help="print the API's JSON body")
     p.set_defaults(func=cmd_ask)
 

@@ -351,3 +351,40 @@ def test_eval_of_a_malformed_dataset_is_one_line(
     code, out, err = run(capsys, "eval", str(dataset), "--cache", str(tmp_path / "cache"))
     assert (code, out) == (2, "")
     assert err == f"error: {message.format(dataset)}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ask", ""], "error: QUESTION: String should have at least 1 character"),
+        (["ask", "   "], "error: QUESTION: question must not be blank"),
+        (["ask", "x" * 2001], "error: QUESTION: String should have at most 2000 characters"),
+        (["ask", "--top-k", "0", "x"],
+         "error: --top-k: Input should be greater than or equal to 1"),
+        (["ask", "--top-k", "51", "x"], "error: --top-k: Input should be less than or equal to 50"),
+        (
+            ["ask", "--top-k", "many", "x"],
+            "error: argument --top-k: invalid int value: 'many' (see `groundqa ask --help`)",
+        ),
+        (["frobnicate"], "error: argument command: invalid choice: 'frobnicate' (choose from "
+                         "'index', 'ask', 'serve', 'eval') (see `groundqa --help`)"),
+    ],
+)  # fmt: skip
+def test_misuse_is_one_line_and_exit_2_before_the_model_loads(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+) -> None:
+    """The CLI applies the API's limits with its messages; argparse's errors are one line too."""
+
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("service.embedding.embedder_for", no_model)
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from inside parse_args
+        code = int(str(exc.code))
+    out, err = capsys.readouterr()
+    assert (code, out, err) == (2, "", message + "\n")
