@@ -64,6 +64,17 @@ def _builder(settings: Settings, engine: str = "local") -> Builder:
     return Builder(settings, embedder)
 
 
+# Files named per change in the summary; --json lists every one.
+LISTED_FILES = 5
+
+
+def named(names: Sequence[str]) -> str:
+    """The first few names, then how many more."""
+    shown = ", ".join(names[:LISTED_FILES])
+    more = len(names) - LISTED_FILES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 def summary_text(report: BuildReport) -> str:
     """Human summary of a build report."""
     lines = []
@@ -80,8 +91,17 @@ def summary_text(report: BuildReport) -> str:
         f"{len(report.deleted)} deleted, {len(report.unchanged)} unchanged; "
         f"{report.files_indexed} indexed, {len(report.skipped)} skipped."
     )
-    for skip in report.skipped:
+    for verb, names in (
+        ("added", report.added),
+        ("modified", report.modified),
+        ("deleted", report.deleted),
+    ):
+        if names:
+            lines.append(f"  {verb}: {named(names)}")
+    for skip in report.skipped[:LISTED_FILES]:
         lines.append(f"  skipped {skip['source']}: {skip['reason']}")
+    if len(report.skipped) > LISTED_FILES:
+        lines.append(f"  ... and {len(report.skipped) - LISTED_FILES} more skipped (see --json)")
     if not report.dry_run:
         lines.append(
             f"Chunks: {report.chunks} total, {report.chunks_embedded} embedded, "

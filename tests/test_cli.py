@@ -146,11 +146,25 @@ def test_index_text_summary(
         f"Published build {build_id}.",
         "Full rebuild: no published build.",
         "Files: 1 added, 0 modified, 0 deleted, 0 unchanged; 1 indexed, 0 skipped.",
+        "  added: guide.md",
         "Chunks: 1 total, 1 embedded, 0 reused from cache.",
     ]
     assert re.fullmatch(r"Took \d+\.\d\d s\.", lines[-1])
     code, out, _ = run(capsys, "index", *paths(settings))
     assert out.splitlines()[0] == f"Index is up to date (build {build_id}); nothing to do."
+
+    # The summary names what changed: the first five of each, then a count.
+    write_seed("guide.md", GUIDE + "\nOne more line.\n")
+    for n in range(7):
+        write_seed(f"notes/{n}.txt", f"Note {n} says the library opens at {n} o'clock.\n")
+    (settings.seeds_dir / "empty.txt").write_text("")
+    code, out, _ = run(capsys, "index", *paths(settings))
+    assert out.splitlines()[1:5] == [
+        "Files: 8 added, 1 modified, 0 deleted, 0 unchanged; 8 indexed, 1 skipped.",
+        "  added: empty.txt, notes/0.txt, notes/1.txt, notes/2.txt, notes/3.txt and 3 more",
+        "  modified: guide.md",
+        "  skipped empty.txt: empty file",
+    ]
 
 
 def test_index_dry_run(
