@@ -182,6 +182,7 @@ def test_index_dry_run(
         "Dry run: nothing written.",
         "Full rebuild: no published build.",
         "Files: 2 added, 0 modified, 0 deleted, 0 unchanged; 2 indexed, 0 skipped.",
+        "  added: guide.md, notes.txt",
     ]
     assert re.fullmatch(r"Took \d+\.\d\d s\.", lines[-1])
     assert not settings.index_dir.exists()
