@@ -150,9 +150,10 @@ def follow_up_sentences(
     question: str,
     result: SearchResult,
 ) -> tuple[list[ScoredHighlight | None], list[ScoredHighlight]]:
-    """The best sentence of each of the first hits for a follow-up question: its share of the
-    question's IDF mass (context terms scaled down) plus its cosine with the question alone,
-    later hits keep their lexical best. Also returns every scored sentence of the first hits."""
+    """The best sentence of each of the first hits for a follow-up question, scored by its
+    share of the question's IDF mass (context terms scaled down) plus its cosine with the
+    question's meaning; later hits keep their lexical best. Also returns every scored sentence
+    of the first hits."""
     scale = dict(zip(result.terms, result.weights, strict=True))
     idf = result.index.keyword.idf(sorted(scale))
     weights = {
