@@ -167,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, embedder=builder.embedder)
     # SIGTERM: stop accepting, serve what clients had sent before it, finish in-flight requests
     # (up to the grace period), then run the lifespan shutdown.
-    serve(app, settings.host, settings.port)
+    serve(app, settings.host, settings.port, header_timeout=settings.header_timeout)
     return 0
 
 

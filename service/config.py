@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a client may take to send a whole request body (408 after).",
     )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers (then the "
+        "connection is closed).",
+    )
     log_level: str = Field("INFO", description="Log level of groundqa's JSON logs.")
     log_questions: bool = Field(False, description="Include query strings in request logs.")
 

@@ -9,11 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.api.inputs import InputCheckMiddleware, printable
 from service.api.mcp import McpEndpoint, McpRoute
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.openai import install_error_handlers
@@ -134,6 +137,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.router.routes.append(McpRoute(mcp))
     # Added last = outermost: limits apply before anything reads the body; every response,
     # errors included, is counted and logged.
+    # Inside the limits: a body is capped in size and time before it is read for the check.
+    app.add_middleware(InputCheckMiddleware)
     app.add_middleware(
         LimitsMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.request_timeout
     )
@@ -164,6 +169,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         if state.holder is not None and state.holder.loaded:
             state.metrics.observe_index(state.holder.current.manifest)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each invalid input, which JSON may not be able to hold.
+        return JSONResponse({"detail": printable(jsonable_encoder(exc.errors()))}, 422)
 
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
