@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(1, ge=0, le=8, description="Sentences shared by adjacent chunks.")
     max_file_bytes: int = Field(20_000_000, ge=1, description="Larger seed files are skipped.")
+    max_text_chars: int = Field(
+        2_000_000,
+        ge=1,
+        description="Seeds whose extracted text is longer are skipped (a small compressed PDF "
+        "can expand to millions of characters).",
+    )
+    parse_timeout: float = Field(
+        60.0, gt=0, description="Seconds one seed's parsing may take before it is skipped."
+    )
     ray_address: str | None = Field(
         None,
         description="Ray cluster `groundqa index --engine ray` joins (host:port, ray://host:port "

@@ -26,7 +26,7 @@ from service.errors import BuildInProgressError, GroundQAError
 from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.keyword import KEYWORD_VERSION, KeywordIndex
 from service.models import Chunk, Document, Skipped
-from service.parsers.base import ParseError
+from service.parsers.base import ParseError, ParseLimits
 from service.store import (
     BUILDS,
     CHUNKS_DB,
@@ -228,6 +228,11 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def parse_limits(settings: Settings) -> ParseLimits:
+    """What one seed's parse may produce and take, from the settings."""
+    return ParseLimits(max_chars=settings.max_text_chars, seconds=settings.parse_timeout)
+
+
 def chunker_for(settings: Settings, embedder: Embedder) -> Chunker:
     """The chunker a build uses for an embedder (every engine chunks with this one)."""
     return Chunker(
@@ -269,9 +274,12 @@ class LocalEngine:
 
     slice_size = EMBED_SLICE
 
-    def __init__(self, chunker: Chunker, embedder: Embedder) -> None:
+    def __init__(
+        self, chunker: Chunker, embedder: Embedder, limits: ParseLimits | None = None
+    ) -> None:
         self.chunker = chunker
         self.embedder = embedder
+        self.limits = limits or ParseLimits()
 
     def chunk(
         self, seeds: Sequence[SeedFile], reusable: dict[str, list[Chunk]]
@@ -282,7 +290,7 @@ class LocalEngine:
         skipped: list[Skipped] = []
         for seed in seeds:
             try:
-                doc = parse_seed(seed)
+                doc = parse_seed(seed, self.limits)
             except (ParseError, OSError) as exc:
                 skipped.append(Skipped(seed.source, str(exc)))
                 continue
@@ -352,7 +360,7 @@ class Builder:
         self.settings = settings
         self.embedder = embedder
         self.chunker = chunker_for(settings, embedder)
-        self.engine: Engine = engine or LocalEngine(self.chunker, embedder)
+        self.engine: Engine = engine or LocalEngine(self.chunker, embedder, parse_limits(settings))
 
     def build(
         self,
