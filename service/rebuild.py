@@ -145,11 +145,39 @@ def watch_seeds(settings: Settings, manager: RebuildManager, stop: threading.Eve
             log.error("rebuild after change failed: %s", job.error)
 
 
-def follow_published(holder: IndexHolder, interval: float, stop: threading.Event) -> None:
-    """Swap to builds published by other processes (CLI builds, other replicas' builds)."""
+@dataclass
+class FollowHealth:
+    """How the thread following published builds is doing: /readyz and /metrics read it."""
+
+    error: str | None = None  # why the last check failed; None when it succeeded
+    failures: int = 0  # checks that failed, ever
+    on_failure: list[Callable[[str], None]] = field(default_factory=list)
+
+    def failed(self, error: str) -> None:
+        self.error = error
+        self.failures += 1
+        for callback in self.on_failure:
+            callback(error)
+
+
+def follow_published(
+    holder: IndexHolder,
+    interval: float,
+    stop: threading.Event,
+    health: FollowHealth | None = None,
+) -> None:
+    """Swap to builds published by other processes (CLI builds, other replicas' builds).
+    No error ends the thread: it is logged, recorded in health, and the check runs again."""
+    health = health or FollowHealth()
     while not stop.wait(interval):
         try:
             if holder.refresh():
                 log.info("now serving build %s", holder.current.build_id)
         except GroundQAError as exc:
             log.error("cannot load the published build, still serving the previous one: %s", exc)
+            health.failed(str(exc))
+        except Exception as exc:  # never let the follower die silently
+            log.exception("following published builds failed; retrying")
+            health.failed(f"unexpected error: {exc}")
+        else:
+            health.error = None

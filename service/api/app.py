@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     """A groundqa app for settings; pass an embedder to share one already loaded (or a fake)."""
     settings = settings or Settings()
     state = AppState(settings=settings)
+    state.follow.on_failure.append(lambda _: state.metrics.follow_errors.inc())
     mcp = McpEndpoint(state)
 
     @asynccontextmanager
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             threads.append(
                 threading.Thread(
                     target=follow_published,
-                    args=(state.holder, settings.reload_interval, stop),
+                    args=(state.holder, settings.reload_interval, stop, state.follow),
                     name="groundqa-follow",
                     daemon=True,
                 )

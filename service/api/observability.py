@@ -79,6 +79,12 @@ class Metrics:
             registry=r,
         )
 
+        self.follow_errors = Counter(
+            "groundqa_follow_errors",
+            "Failed checks for a newly published build (the served build kept serving).",
+            registry=r,
+        )
+
     def observe_index(self, manifest: Manifest) -> None:
         """Set the index gauges from the served build's manifest."""
         self.documents.set(manifest.documents)

@@ -254,4 +254,11 @@ def readyz(state: StateDep) -> Ready:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, state.load_error or f"not ready: {waiting}"
         )
-    return Ready(status="ready", build_id=holder.current.build_id)
+    served = holder.current.build_id
+    if state.follow.error is not None:
+        # Still answering from the served build, but not from what is published: say so.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"cannot follow published builds (still serving build {served}): {state.follow.error}",
+        )
+    return Ready(status="ready", build_id=served)
