@@ -71,7 +71,7 @@ def _load_model(model: str | None, **options: Any) -> Embedder:
 
 def settings_factory(settings: Settings) -> EmbedderFactory:
     """How an actor loads the encoder the settings configure: one core each, as Ray gives it
-    one CPU; the ONNX export is read from the index's cache (a shared volume)."""
+    one CPU; the ONNX export is read from GROUNDQA_CACHE_DIR (exported there when missing)."""
     return functools.partial(
         _load_model,
         settings.model,
@@ -79,7 +79,7 @@ def settings_factory(settings: Settings) -> EmbedderFactory:
         workers=1,
         batch_size=settings.batch_size,
         encoder=settings.encoder,
-        cache_dir=(settings.index_dir / "cache").resolve(),
+        cache_dir=settings.cache_dir.resolve(),
     )
 
 

@@ -152,3 +152,34 @@ def _with_func(parser: object, func: Callable[[object], int]) -> object:
             return args
 
     return Wrapped()
+
+
+def test_model_exports_go_to_the_cache_dir_not_the_index(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from service.embedding import load
+
+    seen: dict[str, object] = {}
+
+    def fake_load(model: str, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return object()
+
+    monkeypatch.setattr(load, "load_embedder", fake_load)
+    load.embedder_for(settings.model_copy(update={"cache_dir": tmp_path / "models"}))
+    assert seen["cache_dir"] == tmp_path / "models"
+
+
+def test_an_empty_read_only_index_folder_serves_503(
+    settings: Settings, client_for: ClientFor
+) -> None:
+    settings.index_dir.mkdir()
+    settings.index_dir.chmod(0o555)
+    try:
+        client = client_for(settings)
+        r = client.get("/v1/ask", params={"q": "anything"})
+        assert r.status_code == 503
+        assert "groundqa index" in r.json()["detail"]
+        assert client.get("/readyz").status_code == 503
+    finally:
+        settings.index_dir.chmod(0o755)
