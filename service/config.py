@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     watch_debounce_ms: int = Field(
         1000, ge=50, le=60_000, description="Quiet time before a change burst triggers a rebuild."
     )
+    stale_check_interval: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds `GET /v1/index` reuses its scan of seeds/ for `stale` (0 = scan "
+        "on every call).",
+    )
     reload_interval: float = Field(
         2.0, gt=0, description="Seconds between checks for a build published by another process."
     )
@@ -154,11 +160,16 @@ class Settings(BaseSettings):
         description="Address users reach groundqa at (https://qa.example.com); links in chat "
         "answers start with it. Unset: the request's own host.",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names (Host header) served without API keys besides "
+        "loopback ones; * = any.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split_csv(value)

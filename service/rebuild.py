@@ -15,7 +15,9 @@ from typing import Any, Literal
 from service.builds import IndexHolder
 from service.config import Settings
 from service.errors import BuildInProgressError, GroundQAError
-from service.indexing import Builder
+from service.indexing import Builder, seeds_plan
+
+Clock = Callable[[], float]
 
 log = logging.getLogger("groundqa.rebuild")
 
@@ -181,3 +183,49 @@ def follow_published(
             health.failed(f"unexpected error: {exc}")
         else:
             health.error = None
+
+
+class StaleCheck:
+    """Whether seeds/ changed since the served build, from a scan cached for `interval`
+    seconds: many callers share one scan (hashing the folder), never one scan each. While one
+    caller refreshes it, the others get the previous answer at once."""
+
+    def __init__(
+        self, settings: Settings, model_id: str, interval: float, clock: Clock = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.model_id = model_id
+        self.interval = interval
+        self.clock = clock
+        self.scans = 0  # scans run, for tests
+        self._lock = threading.Lock()
+        self._value: tuple[str, float, bool] | None = None  # (build id, when, stale)
+
+    def _fresh(self, build_id: str) -> bool | None:
+        value = self._value
+        if value is not None and value[0] == build_id and self.clock() - value[1] < self.interval:
+            return value[2]
+        return None
+
+    def stale(self, build_id: str) -> bool:
+        """Whether seeds/ differs from what build_id was built from (cached)."""
+        if (known := self._fresh(build_id)) is not None:
+            return known
+        if not self._lock.acquire(blocking=self._value is None or self._value[0] != build_id):
+            return self._value[2] if self._value is not None else True  # another is scanning
+        try:
+            if (known := self._fresh(build_id)) is not None:
+                return known
+            try:
+                stale = seeds_plan(self.settings, self.model_id).changed
+            except Exception:  # a missing or unreadable seeds folder: stale, never an error
+                stale = True
+            self.scans += 1
+            self._value = (build_id, self.clock(), stale)
+            return stale
+        finally:
+            self._lock.release()
+
+    def invalidate(self) -> None:
+        """Forget the cached answer (a rebuild finished, the watcher saw a change)."""
+        self._value = None

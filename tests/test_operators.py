@@ -183,3 +183,73 @@ def test_an_empty_read_only_index_folder_serves_503(
         assert client.get("/readyz").status_code == 503
     finally:
         settings.index_dir.chmod(0o755)
+
+
+# --- GET /v1/index and the Host check --------------------------------------------------------
+
+
+def test_index_staleness_is_one_cached_scan_for_many_callers(
+    built: Settings, fake_embedder: FakeEmbedder, write_seed: WriteSeed
+) -> None:
+    from service.rebuild import StaleCheck
+
+    now = [100.0]
+    check = StaleCheck(built, fake_embedder.model_id, interval=5.0, clock=lambda: now[0])
+    build_id = read_pointer(built.index_dir)
+    assert build_id is not None
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(check.stale(build_id))) for _ in range(31)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert (results, check.scans) == ([False] * 31, 1)
+    write_seed("later.txt", "Written after the build.\n")
+    assert check.stale(build_id) is False  # cached for the interval
+    now[0] += 5.0
+    assert check.stale(build_id) is True
+    assert check.scans == 2
+    check.invalidate()
+    assert check.stale(build_id) is True and check.scans == 3
+
+
+def test_index_route_reuses_its_scan(built: Settings, client_for: ClientFor) -> None:
+    client = client_for(built)
+    state: AppState = client.app.state.groundqa  # type: ignore[attr-defined]
+    assert state.stale_check is not None
+    for _ in range(5):
+        assert client.get("/v1/index").json()["stale"] is False
+    assert state.stale_check.scans == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "status"),
+    [
+        ("localhost:8000", [], 200),
+        ("127.0.0.1", [], 200),
+        ("[::1]:8000", [], 200),
+        ("app.localhost", [], 200),
+        ("evil.example.com", [], 403),
+        ("127.0.0.1.evil.example.com:8000", [], 403),
+        ("groundqa:8000", ["groundqa"], 200),
+        ("anything.example", ["*"], 200),
+    ],
+)
+def test_without_keys_only_loopback_or_allowed_hosts_are_served(
+    built: Settings, client_for: ClientFor, host: str, allowed: list[str], status: int
+) -> None:
+    client = client_for(built.model_copy(update={"allowed_hosts": allowed}))
+    r = client.get("/v1/documents", headers={"Host": host})
+    assert r.status_code == status, r.text
+    if status == 403:
+        assert r.json()["detail"].startswith(f"host {host!r} is not allowed")
+
+
+def test_with_keys_any_host_is_served(built: Settings, client_for: ClientFor) -> None:
+    client = client_for(built.model_copy(update={"api_keys": ["k1"]}))
+    r = client.get(
+        "/v1/documents", headers={"Host": "qa.example.com", "Authorization": "Bearer k1"}
+    )
+    assert r.status_code == 200

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
-from service.api.inputs import InputCheckMiddleware, printable
+from service.api.inputs import HostCheckMiddleware, InputCheckMiddleware, printable
 from service.api.mcp import McpEndpoint, McpRoute
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.openai import install_error_handlers
@@ -36,7 +36,7 @@ from service.errors import (
     ModelLoadError,
 )
 from service.indexing import Builder
-from service.rebuild import Job, RebuildManager, follow_published, watch_seeds
+from service.rebuild import Job, RebuildManager, StaleCheck, follow_published, watch_seeds
 from service.search import Searcher
 
 log = logging.getLogger("groundqa")
@@ -73,6 +73,9 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
             metrics.build_errors.inc()
 
     state.rebuilds.on_finish.append(record)
+    stale_check = StaleCheck(settings, state.embedder.model_id, settings.stale_check_interval)
+    state.stale_check = stale_check
+    state.rebuilds.on_finish.append(lambda _: stale_check.invalidate())
     try:
         state.holder.refresh()
     except GroundQAError as exc:
@@ -158,6 +161,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             ],
             expose_headers=["Mcp-Session-Id"],
         )
+    if not settings.api_keys:
+        # Inside the observability middleware: refusals are counted and logged.
+        app.add_middleware(HostCheckMiddleware, allowed=settings.allowed_hosts)
     app.add_middleware(
         ObservabilityMiddleware, metrics=state.metrics, log_questions=settings.log_questions
     )

@@ -141,3 +141,39 @@ class InputCheckMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_of(header: str) -> str:
+    """The host name of a Host header, without port or IPv6 brackets, lower case."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.rpartition(":")[0] if value.count(":") == 1 else value
+
+
+class HostCheckMiddleware:
+    """Without API keys, answers only requests addressed to a loopback name or an allowed
+    host: a web page cannot reach a local groundqa through a DNS name it rebinds to 127.0.0.1."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app = app
+        self.any = "*" in allowed
+        self.allowed = LOOPBACK_HOSTS | {host_of(h) for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.any:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        host = host_of(header)
+        if host in self.allowed or host.endswith(".localhost"):
+            await self.app(scope, receive, send)
+            return
+        detail = (
+            f"host {header[:100]!r} is not allowed: without GROUNDQA_API_KEYS groundqa answers "
+            "loopback addresses only; set GROUNDQA_ALLOWED_HOSTS (or API keys) to serve others"
+        )
+        await send_json(send, 403, {"detail": detail}, close=False)
