@@ -6,7 +6,7 @@ FROM python:3.11-slim AS build
 # CPU-only torch, pinned as in pyproject.toml; the default PyPI wheel pulls CUDA (GBs).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GROUNDQA_CACHE_DIR=/src/cache
 WORKDIR /src
 RUN python -m venv /opt/groundqa \
     && /opt/groundqa/bin/pip install --extra-index-url "$TORCH_INDEX_URL" torch==2.13.0
@@ -22,6 +22,8 @@ RUN groupadd --gid 10001 groundqa \
     && useradd --create-home --uid 10001 --gid 10001 groundqa
 COPY --from=build /opt/groundqa /opt/groundqa
 COPY --from=build --chown=groundqa:groundqa /src/seeds /app/seeds
+# The model exported to ONNX at build time, in the default GROUNDQA_CACHE_DIR of the user.
+COPY --from=build --chown=groundqa:groundqa /src/cache /home/groundqa/.cache/groundqa
 COPY --from=build --chown=groundqa:groundqa /src/index /app/index
 WORKDIR /app
 # Numeric, so the runtime can check it is not root without reading /etc/passwd.

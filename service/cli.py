@@ -190,11 +190,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.api.observability import configure_logging
     from service.api.server import serve
     from service.indexing import seeds_plan
-    from service.store import read_pointer
+    from service.store import read_pointer_or_none
 
     settings = _settings(args)
     builder = _builder(settings)
-    has_index = read_pointer(settings.index_dir) is not None
+    has_index = read_pointer_or_none(settings.index_dir) is not None
     if settings.index_dir.is_dir() and not os.access(settings.index_dir, os.W_OK):
         # A replica on a shared index volume mounted read-only: builders publish, it follows.
         print(
@@ -217,7 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, embedder=builder.embedder)
     # SIGTERM: stop accepting, serve what clients had sent before it, finish in-flight requests
     # (up to the grace period), then run the lifespan shutdown.
-    serve(app, settings.host, settings.port)
+    serve(app, settings.host, settings.port, header_timeout=settings.header_timeout)
     return 0
 
 
@@ -367,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUSY
     except GroundQAError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # the system refused something no domain error anticipated
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

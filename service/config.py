@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(1, ge=0, le=8, description="Sentences shared by adjacent chunks.")
     max_file_bytes: int = Field(20_000_000, ge=1, description="Larger seed files are skipped.")
+    max_text_chars: int = Field(
+        2_000_000,
+        ge=1,
+        description="Seeds whose extracted text is longer are skipped (a small compressed PDF "
+        "can expand to millions of characters).",
+    )
+    parse_timeout: float = Field(
+        60.0, gt=0, description="Seconds one seed's parsing may take before it is skipped."
+    )
     ray_address: str | None = Field(
         None,
         description="Ray cluster `groundqa index --engine ray` joins (host:port, ray://host:port "
@@ -115,12 +124,24 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a client may take to send a whole request body (408 after).",
     )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers (then the "
+        "connection is closed).",
+    )
     log_level: str = Field("INFO", description="Log level of groundqa's JSON logs.")
     log_questions: bool = Field(False, description="Include query strings in request logs.")
 
     watch: bool = Field(False, description="Rebuild when seeds/ changes (`serve --watch`).")
     watch_debounce_ms: int = Field(
         1000, ge=50, le=60_000, description="Quiet time before a change burst triggers a rebuild."
+    )
+    stale_check_interval: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds `GET /v1/index` reuses its scan of seeds/ for `stale` (0 = scan "
+        "on every call).",
     )
     reload_interval: float = Field(
         2.0, gt=0, description="Seconds between checks for a build published by another process."
@@ -139,11 +160,16 @@ class Settings(BaseSettings):
         description="Address users reach groundqa at (https://qa.example.com); links in chat "
         "answers start with it. Unset: the request's own host.",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names (Host header) served without API keys besides "
+        "loopback ones; * = any.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split_csv(value)

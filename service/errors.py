@@ -13,6 +13,14 @@ class IndexIncompatibleError(GroundQAError):
     """The published build cannot be used with the current settings or is damaged."""
 
 
+class PointerCorruptError(IndexIncompatibleError):
+    """index/CURRENT does not name a build inside the index folder."""
+
+
+class IndexWriteError(GroundQAError):
+    """The index folder cannot be written (read-only, disk full...)."""
+
+
 class ModelLoadError(GroundQAError):
     """The embedding model could not be loaded."""
 

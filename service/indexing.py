@@ -22,11 +22,11 @@ from service.builds import LoadedIndex
 from service.chunking import Chunker, ChunkerSettings, embedding_text
 from service.config import Settings
 from service.embedding import Embedder, Vectors, model_fingerprint
-from service.errors import BuildInProgressError, GroundQAError
+from service.errors import BuildInProgressError, GroundQAError, IndexWriteError
 from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.keyword import KEYWORD_VERSION, KeywordIndex
 from service.models import Chunk, Document, Skipped
-from service.parsers.base import ParseError
+from service.parsers.base import ParseError, ParseLimits
 from service.store import (
     BUILDS,
     CHUNKS_DB,
@@ -44,7 +44,7 @@ from service.store import (
     publish,
     published_manifest,
     read_manifest,
-    read_pointer,
+    read_pointer_or_none,
     write_chunk_store,
     write_manifest,
 )
@@ -198,24 +198,31 @@ def _clean_debris(index_dir: Path) -> None:
 
 
 def _prune(index_dir: Path, keep: str, previous: str | None = None) -> None:
-    """Keep the published build and the one published before it (else the newest other one);
+    """Keep the published build and the one published before it (else the newest older one);
     delete the rest, including builds that died after writing their folder but before
-    publishing it.
+    publishing it (orphans: never published, so newer than the published build).
 
     Running servers that still read a deleted build keep working: its files stay open.
     """
     builds = index_dir / BUILDS
-    others = sorted(
-        (
-            e
-            for e in builds.iterdir()
-            if e.is_dir() and not e.name.startswith(TMP_PREFIX) and e.name != keep
-        ),
+    if not builds.is_dir():
+        return
+    others = [
+        e
+        for e in builds.iterdir()
+        if e.is_dir() and not e.name.startswith(TMP_PREFIX) and e.name != keep
+    ]
+    # Candidates for the one kept besides the published build: the previous published one,
+    # else the newest build older than the published one. Build ids sort by creation time.
+    candidates = sorted(
+        (e for e in others if e.name == previous or e.name < keep),
         key=lambda e: (e.name == previous, e.name),
         reverse=True,
     )
-    for old in others[KEEP_BUILDS - 1 :]:
-        shutil.rmtree(old, ignore_errors=True)
+    kept = {e.name for e in candidates[: KEEP_BUILDS - 1]}
+    for old in others:
+        if old.name not in kept:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def new_build_id() -> str:
@@ -226,6 +233,11 @@ def new_build_id() -> str:
 def text_key(text: str) -> str:
     """Embedding cache key of an embedded text."""
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_limits(settings: Settings) -> ParseLimits:
+    """What one seed's parse may produce and take, from the settings."""
+    return ParseLimits(max_chars=settings.max_text_chars, seconds=settings.parse_timeout)
 
 
 def chunker_for(settings: Settings, embedder: Embedder) -> Chunker:
@@ -269,9 +281,12 @@ class LocalEngine:
 
     slice_size = EMBED_SLICE
 
-    def __init__(self, chunker: Chunker, embedder: Embedder) -> None:
+    def __init__(
+        self, chunker: Chunker, embedder: Embedder, limits: ParseLimits | None = None
+    ) -> None:
         self.chunker = chunker
         self.embedder = embedder
+        self.limits = limits or ParseLimits()
 
     def chunk(
         self, seeds: Sequence[SeedFile], reusable: dict[str, list[Chunk]]
@@ -282,7 +297,7 @@ class LocalEngine:
         skipped: list[Skipped] = []
         for seed in seeds:
             try:
-                doc = parse_seed(seed)
+                doc = parse_seed(seed, self.limits)
             except (ParseError, OSError) as exc:
                 skipped.append(Skipped(seed.source, str(exc)))
                 continue
@@ -352,7 +367,7 @@ class Builder:
         self.settings = settings
         self.embedder = embedder
         self.chunker = chunker_for(settings, embedder)
-        self.engine: Engine = engine or LocalEngine(self.chunker, embedder)
+        self.engine: Engine = engine or LocalEngine(self.chunker, embedder, parse_limits(settings))
 
     def build(
         self,
@@ -363,12 +378,26 @@ class Builder:
         progress: Progress = _no_progress,
         wait: bool = False,
     ) -> BuildReport:
-        """Build seeds/ into a new published build (or only plan it when dry_run)."""
+        """Build seeds/ into a new published build (or only plan it when dry_run);
+        IndexWriteError when the index folder cannot be written (read-only, disk full)."""
         started = time.perf_counter()
-        index_dir = self.settings.index_dir
         if dry_run:
             scan = self._plan(full)
             return _report(scan, started, dry_run=True)
+        index_dir = self.settings.index_dir
+        try:
+            return self._build(full, show_progress, progress, wait, started)
+        except OSError as exc:
+            where = exc.filename or index_dir
+            raise IndexWriteError(
+                f"cannot write the index in {index_dir} ({exc.strerror or exc}: {where}); "
+                "free disk space or make the folder writable, then run `groundqa index` again"
+            ) from exc
+
+    def _build(
+        self, full: bool, show_progress: bool, progress: Progress, wait: bool, started: float
+    ) -> BuildReport:
+        index_dir = self.settings.index_dir
         with build_lock(index_dir, wait=wait):
             # Plan under the lock: a build that waited must diff against what the build it
             # waited for published.
@@ -376,6 +405,8 @@ class Builder:
             scan = self._plan(full)
             if not scan.plan.changed and scan.previous_id is not None:
                 # Nothing to do: the published build already is this exact function of seeds/.
+                # Folders of builds killed between writing and publishing still go.
+                _prune(index_dir, keep=scan.previous_id)
                 return _up_to_date_report(scan, published_manifest(index_dir), started)
             timer = _Timer()
             progress("chunking", 0.0)
@@ -403,7 +434,7 @@ class Builder:
         """Stage plan: scan seeds/ and diff it against the published build."""
         files, skipped = scan_seeds(self.settings.seeds_dir, self.settings.max_file_bytes)
         plan = plan_build(self.settings, files, skipped, full, self.embedder.model_id)
-        return Scan(files, plan, read_pointer(self.settings.index_dir))
+        return Scan(files, plan, read_pointer_or_none(self.settings.index_dir))
 
     def _chunk(self, scan: Scan) -> Chunked:
         """Stage chunk: parse and chunk the seeds (reusing unchanged files' chunks) into the

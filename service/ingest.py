@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 from service.errors import SeedsNotFoundError
 from service.models import Document, Skipped
 from service.parsers import PARSERS
-from service.parsers.base import ParseError
+from service.parsers.base import ParseError, ParseLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,23 +27,97 @@ class SeedFile:
     size: int
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, str]]:
-    """Yield (path, source) for every non-hidden entry below root, sorted, not following links."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+# Control characters in a source break citation URLs, log lines and the build report.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable_name(name: str) -> str:
+    """A file name as a report can show it: undecodable bytes as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _walk(root: Path, skipped: list[Skipped]) -> Iterator[tuple[Path, str]]:
+    """Yield (path, source) for every non-hidden entry below root, sorted, not following links.
+    Folders that cannot be listed are reported in skipped."""
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else root
+        inside = where.is_relative_to(root) and where != root
+        source = printable_name(where.relative_to(root).as_posix()) if inside else "."
+        skipped.append(Skipped(source, f"unreadable folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         base = Path(dirpath)
         # Symlinked folders are listed in dirnames but never descended into; report them
         # as files so an outside link is visible in the build report.
-        for name in sorted(dirnames):
-            if (base / name).is_symlink():
-                yield base / name, (base / name).relative_to(root).as_posix()
+        for name in list(dirnames):
+            path = base / name
+            try:
+                linked = path.is_symlink()
+            except OSError:
+                linked = False
+            if linked:
+                dirnames.remove(name)
+                yield path, path.relative_to(root).as_posix()
         for name in sorted(filenames):
             if not name.startswith("."):
                 yield base / name, (base / name).relative_to(root).as_posix()
 
 
+def _bad_name(source: str) -> str | None:
+    """Why a source name cannot be indexed, or None."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if _CONTROL.search(source):
+        return "file name holds control characters (newline, tab...)"
+    return None
+
+
+def _read_seed(path: Path, root: Path, max_file_bytes: int) -> tuple[bytes | None, str | None]:
+    """(bytes, None) of a seed file, or (None, why it is skipped). Opened without following a
+    last-component symlink, so a file swapped for a link during the scan is never read."""
+    if path.is_symlink():
+        target = path.resolve(strict=True)
+        if not target.is_relative_to(root):
+            return None, "symlink pointing outside the seeds folder"
+        if target.is_dir():
+            return None, "symlinked folder (not followed)"
+        path = target
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            # Reading a FIFO or a device would block the build or never end.
+            return None, "not a regular file"
+        if info.st_size > max_file_bytes:
+            return None, f"larger than {max_file_bytes} bytes"
+        data = handle.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        return None, f"larger than {max_file_bytes} bytes"
+    return data, None
+
+
+def _why(exc: BaseException) -> str:
+    """A one-line reason for a seed that raised while scanned."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (or swapped for a symlink during the scan)"
+        if exc.errno == errno.ENAMETOOLONG:
+            return "path longer than the system allows"
+        if exc.errno == errno.ENOENT:
+            return "disappeared during the scan"
+        return f"unreadable: {exc.strerror or exc}"
+    if isinstance(exc, RuntimeError):  # pathlib's "Symlink loop from ..."
+        return "symlink loop"
+    return f"unreadable: {exc}"
+
+
 def scan_seeds(seeds_dir: Path, max_file_bytes: int) -> tuple[list[SeedFile], list[Skipped]]:
-    """List the indexable files of seeds_dir with their sha256, and the files skipped with why."""
+    """List the indexable files of seeds_dir with their sha256, and the files skipped with why.
+    No single file or folder can stop the scan: whatever fails is a skip entry."""
     if not seeds_dir.is_dir():
         raise SeedsNotFoundError(
             f"seeds folder {seeds_dir} does not exist; create it and add .txt or .md files"
@@ -49,44 +125,44 @@ def scan_seeds(seeds_dir: Path, max_file_bytes: int) -> tuple[list[SeedFile], li
     root = seeds_dir.resolve()
     files: list[SeedFile] = []
     skipped: list[Skipped] = []
-    for path, source in _walk(root):
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(root):
-                skipped.append(Skipped(source, "symlink pointing outside the seeds folder"))
-                continue
-            if target.is_dir():
-                skipped.append(Skipped(source, "symlinked folder (not followed)"))
-                continue
-        if path.suffix.lower() not in PARSERS:
-            skipped.append(Skipped(source, f"unsupported file type {path.suffix or '(none)'}"))
+    for path, source in _walk(root, skipped):
+        if (bad := _bad_name(source)) is not None:
+            skipped.append(Skipped(printable_name(source), bad))
             continue
         try:
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode):
-                # Reading a FIFO or a device would block the build or never end.
-                skipped.append(Skipped(source, "not a regular file"))
+            supported = path.suffix.lower() in PARSERS
+            if not supported and not path.is_symlink():
+                skipped.append(Skipped(source, f"unsupported file type {path.suffix or '(none)'}"))
                 continue
-            size = info.st_size
-            if size > max_file_bytes:
-                skipped.append(Skipped(source, f"larger than {max_file_bytes} bytes"))
-                continue
-            data = path.read_bytes()
-        except OSError as exc:
-            skipped.append(Skipped(source, f"unreadable: {exc.strerror or exc}"))
+            data, why = _read_seed(path, root, max_file_bytes)
+        except (OSError, RuntimeError, ValueError) as exc:
+            skipped.append(Skipped(source, _why(exc)))
+            continue
+        if why is None and not supported:
+            why = f"unsupported file type {path.suffix or '(none)'}"
+        if data is None or why is not None:
+            skipped.append(Skipped(source, why or "unreadable"))
             continue
         digest = hashlib.sha256(data).hexdigest()
         files.append(SeedFile(source=source, path=path, sha256=digest, size=len(data)))
     return files, skipped
 
 
-def parse_seed(seed: SeedFile) -> Document:
-    """Read and parse one seed file; raises ParseError or OSError when it cannot be indexed."""
+def parse_seed(seed: SeedFile, limits: ParseLimits | None = None) -> Document:
+    """Read and parse one seed file within limits (text length, time); raises ParseError or
+    OSError when it cannot be indexed."""
     data = seed.path.read_bytes()
     if hashlib.sha256(data).hexdigest() != seed.sha256:
         # Changed between scan and parse: index what the manifest will claim, or nothing.
         raise ParseError("file changed while indexing; run the build again")
-    parsed = PARSERS[seed.path.suffix.lower()](data, seed.source)
+    try:
+        parsed = PARSERS[seed.path.suffix.lower()](
+            data, seed.source, (limits or ParseLimits()).start()
+        )
+    except (ParseError, OSError):
+        raise
+    except (Exception, RecursionError) as exc:  # a parser's bug on one file must not stop a build
+        raise ParseError(f"cannot parse ({type(exc).__name__}: {exc})") from exc
     if not parsed.text.strip():
         # Only a BOM or Unicode spaces: nothing to chunk or cite.
         raise ParseError("empty file")

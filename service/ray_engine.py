@@ -29,10 +29,10 @@ from service.chunking import Chunker
 from service.config import Settings, bundled_model_path
 from service.embedding import Embedder, Vectors, load_embedder
 from service.errors import GroundQAError, ModelLoadError
-from service.indexing import chunker_for
+from service.indexing import chunker_for, parse_limits
 from service.ingest import SeedFile, parse_seed
 from service.models import Chunk, Document, Skipped
-from service.parsers.base import ParseError
+from service.parsers.base import ParseError, ParseLimits
 
 INSTALL_HINT = "pip install 'groundqa[ray]'"
 FILES_PER_TASK = 32  # seed files parsed and chunked by one task
@@ -71,7 +71,7 @@ def _load_model(model: str | None, **options: Any) -> Embedder:
 
 def settings_factory(settings: Settings) -> EmbedderFactory:
     """How an actor loads the encoder the settings configure: one core each, as Ray gives it
-    one CPU; the ONNX export is read from the index's cache (a shared volume)."""
+    one CPU; the ONNX export is read from GROUNDQA_CACHE_DIR (exported there when missing)."""
     return functools.partial(
         _load_model,
         settings.model,
@@ -79,11 +79,11 @@ def settings_factory(settings: Settings) -> EmbedderFactory:
         workers=1,
         batch_size=settings.batch_size,
         encoder=settings.encoder,
-        cache_dir=(settings.index_dir / "cache").resolve(),
+        cache_dir=settings.cache_dir.resolve(),
     )
 
 
-def _parse_and_chunk(batch: Batch, chunker: Chunker) -> Batch:
+def _parse_and_chunk(batch: Batch, chunker: Chunker, limits: ParseLimits) -> Batch:
     """Ray task: parse a batch of seed files and chunk those marked; pickled outcomes."""
     payloads = []
     rows = zip(
@@ -97,7 +97,7 @@ def _parse_and_chunk(batch: Batch, chunker: Chunker) -> Batch:
     for source, path, sha256, size, rechunk in rows:
         seed = SeedFile(str(source), Path(str(path)), str(sha256), int(size))
         try:
-            doc = parse_seed(seed)
+            doc = parse_seed(seed, limits)
         except (ParseError, OSError) as exc:
             payloads.append(pickle.dumps(("skipped", str(exc))))
             continue
@@ -223,7 +223,7 @@ class RayEngine:
             rows, override_num_blocks=math.ceil(len(rows) / FILES_PER_TASK)
         ).map_batches(
             _parse_and_chunk,
-            fn_kwargs={"chunker": self.chunker},
+            fn_kwargs={"chunker": self.chunker, "limits": parse_limits(self.settings)},
             batch_size=FILES_PER_TASK,
             batch_format="numpy",
             num_cpus=1,

@@ -15,7 +15,9 @@ from typing import Any, Literal
 from service.builds import IndexHolder
 from service.config import Settings
 from service.errors import BuildInProgressError, GroundQAError
-from service.indexing import Builder
+from service.indexing import Builder, seeds_plan
+
+Clock = Callable[[], float]
 
 log = logging.getLogger("groundqa.rebuild")
 
@@ -145,11 +147,85 @@ def watch_seeds(settings: Settings, manager: RebuildManager, stop: threading.Eve
             log.error("rebuild after change failed: %s", job.error)
 
 
-def follow_published(holder: IndexHolder, interval: float, stop: threading.Event) -> None:
-    """Swap to builds published by other processes (CLI builds, other replicas' builds)."""
+@dataclass
+class FollowHealth:
+    """How the thread following published builds is doing: /readyz and /metrics read it."""
+
+    error: str | None = None  # why the last check failed; None when it succeeded
+    failures: int = 0  # checks that failed, ever
+    on_failure: list[Callable[[str], None]] = field(default_factory=list)
+
+    def failed(self, error: str) -> None:
+        self.error = error
+        self.failures += 1
+        for callback in self.on_failure:
+            callback(error)
+
+
+def follow_published(
+    holder: IndexHolder,
+    interval: float,
+    stop: threading.Event,
+    health: FollowHealth | None = None,
+) -> None:
+    """Swap to builds published by other processes (CLI builds, other replicas' builds).
+    No error ends the thread: it is logged, recorded in health, and the check runs again."""
+    health = health or FollowHealth()
     while not stop.wait(interval):
         try:
             if holder.refresh():
                 log.info("now serving build %s", holder.current.build_id)
         except GroundQAError as exc:
             log.error("cannot load the published build, still serving the previous one: %s", exc)
+            health.failed(str(exc))
+        except Exception as exc:  # never let the follower die silently
+            log.exception("following published builds failed; retrying")
+            health.failed(f"unexpected error: {exc}")
+        else:
+            health.error = None
+
+
+class StaleCheck:
+    """Whether seeds/ changed since the served build, from a scan cached for `interval`
+    seconds: many callers share one scan (hashing the folder), never one scan each. While one
+    caller refreshes it, the others get the previous answer at once."""
+
+    def __init__(
+        self, settings: Settings, model_id: str, interval: float, clock: Clock = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.model_id = model_id
+        self.interval = interval
+        self.clock = clock
+        self.scans = 0  # scans run, for tests
+        self._lock = threading.Lock()
+        self._value: tuple[str, float, bool] | None = None  # (build id, when, stale)
+
+    def _fresh(self, build_id: str) -> bool | None:
+        value = self._value
+        if value is not None and value[0] == build_id and self.clock() - value[1] < self.interval:
+            return value[2]
+        return None
+
+    def stale(self, build_id: str) -> bool:
+        """Whether seeds/ differs from what build_id was built from (cached)."""
+        if (known := self._fresh(build_id)) is not None:
+            return known
+        if not self._lock.acquire(blocking=self._value is None or self._value[0] != build_id):
+            return self._value[2] if self._value is not None else True  # another is scanning
+        try:
+            if (known := self._fresh(build_id)) is not None:
+                return known
+            try:
+                stale = seeds_plan(self.settings, self.model_id).changed
+            except Exception:  # a missing or unreadable seeds folder: stale, never an error
+                stale = True
+            self.scans += 1
+            self._value = (build_id, self.clock(), stale)
+            return stale
+        finally:
+            self._lock.release()
+
+    def invalidate(self) -> None:
+        """Forget the cached answer (a rebuild finished, the watcher saw a change)."""
+        self._value = None

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -18,8 +20,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import IndexIncompatibleError
+from service.errors import IndexIncompatibleError, PointerCorruptError
 from service.models import Chunk, Document, Skipped
+
+log = logging.getLogger("groundqa")
 
 FORMAT_VERSION = 1
 POINTER = "CURRENT"
@@ -91,13 +95,43 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+# What publish writes: one folder name, never a path (CURRENT names a build inside builds/).
+_BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def read_pointer(index_dir: Path) -> str | None:
-    """The published build id, or None when nothing was ever published."""
+    """The published build id, or None when nothing was ever published; PointerCorruptError
+    when CURRENT holds anything but the name of a folder inside the index's builds/."""
     try:
-        build_id = (index_dir / POINTER).read_text().strip()
+        raw = (index_dir / POINTER).read_bytes()
     except FileNotFoundError:
         return None
-    return build_id or None
+    except OSError as exc:
+        raise PointerCorruptError(
+            f"cannot read {index_dir / POINTER} ({exc.strerror or exc}); " + rebuild_hint(index_dir)
+        ) from exc
+    try:
+        build_id = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        build_id = None
+    if build_id == "":
+        return None
+    if build_id is None or not _BUILD_ID.fullmatch(build_id) or build_id.startswith(TMP_PREFIX):
+        shown = raw[:80].decode("ascii", "backslashreplace").strip()
+        raise PointerCorruptError(
+            f"{index_dir / POINTER} does not name a build in {index_dir / BUILDS} "
+            f"({shown!r}); the next `groundqa index` repairs it"
+        )
+    return build_id
+
+
+def read_pointer_or_none(index_dir: Path) -> str | None:
+    """The published build id, with a corrupt pointer read as none (builders repair it)."""
+    try:
+        return read_pointer(index_dir)
+    except PointerCorruptError as exc:
+        log.warning("%s; building as if nothing was published", exc)
+        return None
 
 
 def publish(index_dir: Path, build_id: str) -> None:
@@ -222,8 +256,9 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
 
 
 def published_manifest(index_dir: Path) -> Manifest | None:
-    """The manifest of the published build, or None when there is none."""
-    build_id = read_pointer(index_dir)
+    """The manifest of the published build, or None when there is none (or CURRENT is
+    corrupt: the next build repairs it)."""
+    build_id = read_pointer_or_none(index_dir)
     if build_id is None:
         return None
     return read_manifest(build_path(index_dir, build_id))
@@ -334,11 +369,13 @@ class ChunkStore:
 
     def rows_matching(self, patterns: Iterable[str]) -> npt.NDArray[np.int64]:
         """Rows of the chunks of every document whose source matches one of the glob patterns."""
-        pats = list(patterns)
+        # Compiled here, not through fnmatch's cache: that one keeps 32,768 patterns, and
+        # patterns come from anonymous requests.
+        pats = [re.compile(fnmatch.translate(p), re.DOTALL) for p in dict.fromkeys(patterns)]
         ranges = [
             np.arange(d.row_start, d.row_end, dtype=np.int64)
             for d in self.documents.values()
-            if any(fnmatch.fnmatchcase(d.source, p) for p in pats)
+            if any(p.match(d.source) for p in pats)
         ]
         return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
 

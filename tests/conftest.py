@@ -18,6 +18,7 @@ from service.embedding import Embedder, HFTokenizer, Tokenizer, Vectors, load_em
 from service.indexing import Builder
 
 _WORD = re.compile(r"\w+")
+LOCAL = "http://localhost"
 
 
 @pytest.fixture(scope="session")
@@ -146,7 +147,8 @@ def client_for(
     clients: list[TestClient] = []
 
     def make(settings: Settings) -> TestClient:
-        client = TestClient(create_app(settings, embedder=fake_embedder))
+        # A loopback host: without API keys, the app refuses others (DNS rebinding).
+        client = TestClient(create_app(settings, embedder=fake_embedder), base_url=LOCAL)
         client.__enter__()
         clients.append(client)
         return client

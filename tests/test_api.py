@@ -271,7 +271,7 @@ def raw_get(app: FastAPI, path: str) -> tuple[int, bytes]:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"testserver")],
+        "headers": [(b"host", b"localhost")],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
@@ -344,8 +344,10 @@ def test_readyz_reports_the_build(client: TestClient, build_id: str) -> None:
 
 
 def test_index_info_and_staleness(
-    client: TestClient, build_id: str, settings: Settings, write_seed: WriteSeed
+    client_for: ClientFor, build_id: str, settings: Settings, write_seed: WriteSeed
 ) -> None:
+    # No reuse of the scan (test_operators checks the cached one): every call sees the edit.
+    client = client_for(settings.model_copy(update={"stale_check_interval": 0}))
     manifest = read_manifest(build_path(settings.index_dir, build_id))
     expected = {
         "build_id": build_id,

@@ -15,6 +15,7 @@ from service.api import create_app
 from service.config import Settings
 from service.embedding import Embedder
 from service.indexing import Builder
+from tests.conftest import LOCAL
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,7 @@ def e2e_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def client(e2e_settings: Settings, embedder: Embedder) -> Iterator[TestClient]:
     report = Builder(e2e_settings, embedder).build()
     assert report.published and report.files_indexed == 1 and report.skipped == []
-    with TestClient(create_app(e2e_settings, embedder=embedder)) as client:
+    with TestClient(create_app(e2e_settings, embedder=embedder), base_url=LOCAL) as client:
         yield client
 
 

@@ -35,7 +35,7 @@ from service.config import Settings
 from service.indexing import Builder
 from service.store import build_path, published_manifest, read_pointer
 from service.vectors import VECTORS
-from tests.conftest import WriteSeed
+from tests.conftest import LOCAL, WriteSeed
 
 Client = Callable[[Settings], TestClient]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -356,7 +356,7 @@ def test_not_ready_with_a_damaged_build(built: Settings, client_for: Client) -> 
 def test_not_ready_when_the_model_cannot_load(settings: Settings, tmp_path: Path) -> None:
     missing = tmp_path / "no-model"
     app = create_app(settings.model_copy(update={"model": str(missing)}))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         r = client.get("/readyz")
         assert r.status_code == 503
         assert r.json()["detail"].startswith(f"model folder {missing} does not exist")

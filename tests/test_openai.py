@@ -111,7 +111,7 @@ def test_completion_is_the_grounded_answer_with_sources(
     build_id = ask["index"]["build_id"]
     assert body["build_id"] == body["system_fingerprint"] == build_id
     assert body["grounded"] is True
-    link = "http://testserver/?doc=paris.txt&start=0&end=31"
+    link = "http://localhost/?doc=paris.txt&start=0&end=31"
     content = f"Paris is the capital of France. [1]\n\nSources:\n\n1. [paris.txt, line 1]({link})"
     assert ask["answer"]["text"] == "Paris is the capital of France. [1]"
     annotation = {"start_index": 32, "end_index": 35, "url": link, "title": "paris.txt, line 1"}
@@ -176,7 +176,7 @@ def test_abstaining_answer_lists_closest_sources(client: TestClient) -> None:
     where = {(1, 2): "lines 1-2", (1, 1): "line 1", (2, 2): "line 2"}
     lines = [
         f"{c['number']}. [{c['source']}, {where[c['line_start'], c['line_end']]}]"
-        f"(http://testserver/?doc={quote(c['source'], safe='')}&start={c['char_start']}"
+        f"(http://localhost/?doc={quote(c['source'], safe='')}&start={c['char_start']}"
         f"&end={c['char_end']})"
         for c in body["citations"]
     ]
@@ -306,7 +306,7 @@ def test_stream_is_sse_in_the_chunk_format(client: TestClient) -> None:
     assert chunks[0] == {**envelope, "choices": choice({"role": "assistant"})}
     pieces = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
     assert chunks[1:-1] == [{**envelope, "choices": choice({"content": p})} for p in pieces]
-    link = "[paris.txt, line 1](http://testserver/?doc=paris.txt&start=0&end=31)"
+    link = "[paris.txt, line 1](http://localhost/?doc=paris.txt&start=0&end=31)"
     assert pieces == ["Paris is the capital of France. ", "[1]\n", "\n", "Sources:\n", "\n",
                       "1. ", link]  # fmt: skip
     assert "".join(pieces) == full["choices"][0]["message"]["content"]

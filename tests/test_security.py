@@ -30,7 +30,7 @@ from service.api.schemas import QUESTION_MAX, TOP_K_MAX
 from service.api.server import DrainingServer
 from service.config import Settings
 from service.indexing import Builder
-from tests.conftest import FakeEmbedder, WriteSeed
+from tests.conftest import LOCAL, FakeEmbedder, WriteSeed
 
 Client = Callable[[Settings], TestClient]
 
@@ -254,7 +254,8 @@ def test_one_rebuild_at_a_time(
     embedder = GatedEmbedder(fake_embedder)
     auth = {"Authorization": f"Bearer {ADMIN}"}
     with TestClient(
-        create_app(built.model_copy(update={"admin_token": ADMIN}), embedder=embedder)
+        create_app(built.model_copy(update={"admin_token": ADMIN}), embedder=embedder),
+        base_url=LOCAL,
     ) as client:
         write_seed("new.txt", "A new document that must be embedded by the rebuild.\n")
         first = client.post("/v1/index/rebuild", headers=auth)

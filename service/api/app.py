@@ -9,11 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.api.inputs import HostCheckMiddleware, InputCheckMiddleware, printable
 from service.api.mcp import McpEndpoint, McpRoute
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.openai import install_error_handlers
@@ -33,7 +36,7 @@ from service.errors import (
     ModelLoadError,
 )
 from service.indexing import Builder
-from service.rebuild import Job, RebuildManager, follow_published, watch_seeds
+from service.rebuild import Job, RebuildManager, StaleCheck, follow_published, watch_seeds
 from service.search import Searcher
 
 log = logging.getLogger("groundqa")
@@ -70,6 +73,9 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
             metrics.build_errors.inc()
 
     state.rebuilds.on_finish.append(record)
+    stale_check = StaleCheck(settings, state.embedder.model_id, settings.stale_check_interval)
+    state.stale_check = stale_check
+    state.rebuilds.on_finish.append(lambda _: stale_check.invalidate())
     try:
         state.holder.refresh()
     except GroundQAError as exc:
@@ -82,6 +88,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     """A groundqa app for settings; pass an embedder to share one already loaded (or a fake)."""
     settings = settings or Settings()
     state = AppState(settings=settings)
+    state.follow.on_failure.append(lambda _: state.metrics.follow_errors.inc())
     mcp = McpEndpoint(state)
 
     @asynccontextmanager
@@ -93,7 +100,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             threads.append(
                 threading.Thread(
                     target=follow_published,
-                    args=(state.holder, settings.reload_interval, stop),
+                    args=(state.holder, settings.reload_interval, stop, state.follow),
                     name="groundqa-follow",
                     daemon=True,
                 )
@@ -137,6 +144,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.router.routes.append(McpRoute(mcp))
     # Added last = outermost: limits apply before anything reads the body; every response,
     # errors included, is counted and logged.
+    # Inside the limits: a body is capped in size and time before it is read for the check.
+    app.add_middleware(InputCheckMiddleware)
     app.add_middleware(
         LimitsMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.request_timeout
     )
@@ -155,6 +164,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             ],
             expose_headers=["Mcp-Session-Id"],
         )
+    if not settings.api_keys:
+        # Inside the observability middleware: refusals are counted and logged.
+        app.add_middleware(HostCheckMiddleware, allowed=settings.allowed_hosts)
     app.add_middleware(
         ObservabilityMiddleware, metrics=state.metrics, log_questions=settings.log_questions
     )
@@ -167,6 +179,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         if state.holder is not None and state.holder.loaded:
             state.metrics.observe_index(state.holder.current.manifest)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each invalid input, which JSON may not be able to hold.
+        return JSONResponse({"detail": printable(jsonable_encoder(exc.errors()))}, 422)
 
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:

@@ -23,11 +23,13 @@ from service import __version__
 from service.answering import AskResult
 from service.api.routes import answer, to_response
 from service.api.schemas import (
+    GLOBS_MAX,
     QUESTION_MAX,
     TOP_K_MAX,
     AskResponse,
     DocumentList,
     DocumentSummary,
+    Glob,
     IndexRef,
     PassageOut,
 )
@@ -58,8 +60,8 @@ ModeArg = Annotated[
     Mode | None, Field(description="Retrieval: hybrid, dense or keyword; default: the server's.")
 ]
 Sources = Annotated[
-    list[str] | None,
-    Field(max_length=50, description="Glob patterns over `source` to search within."),
+    list[Glob] | None,
+    Field(max_length=GLOBS_MAX, description="Glob patterns over `source` to search within."),
 ]
 
 

@@ -79,12 +79,28 @@ class Metrics:
             registry=r,
         )
 
+        self.follow_errors = Counter(
+            "groundqa_follow_errors",
+            "Failed checks for a newly published build (the served build kept serving).",
+            registry=r,
+        )
+
     def observe_index(self, manifest: Manifest) -> None:
         """Set the index gauges from the served build's manifest."""
         self.documents.set(manifest.documents)
         self.chunks.set(manifest.chunks)
         created = datetime.fromisoformat(manifest.created_at)
         self.build_age.set_function(lambda: (datetime.now(UTC) - created).total_seconds())
+
+
+# Methods a client may send are unbounded (any token): the label takes these, else "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _method_of(scope: Scope) -> str:
+    """The request method when it is a standard one, else 'other' (bounded cardinality)."""
+    method = str(scope.get("method", ""))
+    return method if method in METHODS else "other"
 
 
 def _route_of(scope: Scope) -> str:
@@ -133,7 +149,7 @@ class ObservabilityMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = _route_of(scope)
-            method = scope["method"]
+            method = _method_of(scope)
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method, str(status)).observe(seconds)
             record: dict[str, Any] = {
@@ -228,18 +244,19 @@ class _BodyError(HTTPException):
 
 async def _plain(send: Send, status: int, detail: str) -> None:
     """Send a small JSON error response and close the connection (the body was not read)."""
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    await send_json(send, status, {"detail": detail})
+
+
+async def send_json(send: Send, status: int, payload: object, *, close: bool = True) -> None:
+    """Send a small JSON response; close the connection unless its body was read whole."""
+    body = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -27,7 +27,7 @@ from service.api.state import Admin, ApiKey, AppState, SearcherDep, StateDep
 from service.config import Mode
 from service.conversation import Turn, ask_conversation
 from service.errors import DocumentNotFoundError
-from service.indexing import seeds_plan
+from service.rebuild import StaleCheck
 from service.search import Searcher
 
 # 422 is left to FastAPI: its validation errors are a list, documented as HTTPValidationError.
@@ -191,10 +191,14 @@ def index_info(state: StateDep, searcher: SearcherDep) -> IndexInfo:
     """The published build and whether seeds/ has changed since."""
     index = searcher.holder.current
     manifest = index.manifest
-    try:
-        stale = seeds_plan(state.settings, searcher.embedder.model_id).changed
-    except Exception:  # a missing seeds folder makes the build stale, not the route fail
-        stale = True
+    # A scan cached for settings.stale_check_interval: concurrent callers never each hash
+    # the whole seeds folder.
+    checker = state.stale_check
+    if checker is None:
+        checker = state.stale_check = StaleCheck(
+            state.settings, searcher.embedder.model_id, state.settings.stale_check_interval
+        )
+    stale = checker.stale(index.build_id)
     return IndexInfo(
         build_id=index.build_id,
         model=manifest.model.id,
@@ -254,4 +258,11 @@ def readyz(state: StateDep) -> Ready:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, state.load_error or f"not ready: {waiting}"
         )
-    return Ready(status="ready", build_id=holder.current.build_id)
+    served = holder.current.build_id
+    if state.follow.error is not None:
+        # Still answering from the served build, but not from what is published: say so.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"cannot follow published builds (still serving build {served}): {state.follow.error}",
+        )
+    return Ready(status="ready", build_id=served)

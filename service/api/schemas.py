@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -10,6 +10,10 @@ from service.config import Mode
 
 QUESTION_MAX = 2000
 TOP_K_MAX = 50
+# An anonymous client's globs are compiled per request: bounded in number and length.
+GLOBS_MAX = 50
+GLOB_MAX_CHARS = 256
+Glob = Annotated[str, Field(min_length=1, max_length=GLOB_MAX_CHARS)]
 
 
 class AskRequest(BaseModel):
@@ -25,8 +29,8 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=QUESTION_MAX)
     top_k: int = Field(5, ge=1, le=TOP_K_MAX)
     mode: Mode | None = Field(None, description="hybrid, dense or keyword; default: server's.")
-    sources: list[str] | None = Field(
-        None, max_length=50, description="Glob patterns over `source` to search within."
+    sources: list[Glob] | None = Field(
+        None, max_length=GLOBS_MAX, description="Glob patterns over `source` to search within."
     )
 
     @field_validator("question")
@@ -45,7 +49,7 @@ class AskQuery(BaseModel):
     q: str = Field(min_length=1, max_length=QUESTION_MAX, description="The question.")
     top_k: int = Field(5, ge=1, le=TOP_K_MAX)
     mode: Mode | None = None
-    sources: list[str] | None = Field(None, max_length=50)
+    sources: list[Glob] | None = Field(None, max_length=GLOBS_MAX)
 
     @field_validator("q")
     @classmethod

@@ -60,13 +60,79 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Any, host: str, port: int) -> None:
+class _HeaderDeadline:
+    """Mixin over a uvicorn HTTP protocol: a request's headers must arrive within
+    `header_timeout` seconds of its first byte (of the connection, for the first request), or
+    the connection is closed. uvicorn bounds idle keep-alive time, not a slow sender's."""
+
+    header_timeout: float = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+    _awaited_after: object = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        cycle = getattr(self, "cycle", None)
+        if self._header_timer is None and (cycle is None or cycle.response_complete):
+            self._arm()
+        super().data_received(data)  # type: ignore[misc]
+        self._disarm_when_started()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._disarm_when_started()  # a pipelined request may have started just now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        self._cancel()
+        self._awaited_after = getattr(self, "cycle", None)
+        loop = asyncio.get_running_loop()
+        self._header_timer = loop.call_later(self.header_timeout, self._expire)
+
+    def _cancel(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _disarm_when_started(self) -> None:
+        if (
+            self._header_timer is not None
+            and getattr(self, "cycle", None) is not self._awaited_after
+        ):
+            self._cancel()  # a new request cycle exists: its headers are in
+
+    def _expire(self) -> None:
+        self._header_timer = None
+        if getattr(self, "cycle", None) is self._awaited_after:
+            transport = getattr(self, "transport", None)
+            if transport is not None:
+                transport.close()
+
+
+def header_deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools when installed, else h11) with a header deadline."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return type(
+        "HeaderDeadlineProtocol",
+        (_HeaderDeadline, AutoHTTPProtocol),
+        {"header_timeout": header_timeout},
+    )
+
+
+def serve(app: Any, host: str, port: int, *, header_timeout: float = 10.0) -> None:
     """Serve app until SIGINT/SIGTERM, then finish what was sent before the signal."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
+        http=header_deadline_protocol(header_timeout),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=GRACE_SECONDS,
     )

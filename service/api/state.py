@@ -12,7 +12,7 @@ from service.api.observability import Metrics
 from service.builds import IndexHolder
 from service.config import Settings
 from service.embedding import Embedder
-from service.rebuild import RebuildManager
+from service.rebuild import FollowHealth, RebuildManager, StaleCheck
 from service.search import Searcher
 
 
@@ -27,6 +27,8 @@ class AppState:
     rebuilds: RebuildManager | None = None
     load_error: str | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    follow: FollowHealth = field(default_factory=FollowHealth)
+    stale_check: StaleCheck | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
 

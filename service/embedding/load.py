@@ -54,6 +54,7 @@ def embedder_for(settings: Settings) -> Embedder:
         threads=settings.encoder_threads,
         batch_size=settings.batch_size,
         encoder=settings.encoder,
-        cache_dir=settings.index_dir / "cache",
+        # Not the index folder: it may be a read-only volume shared by replicas.
+        cache_dir=settings.cache_dir,
         workers=settings.encoder_workers,
     )

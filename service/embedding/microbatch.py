@@ -76,7 +76,16 @@ class MicroBatcher:
         try:
             vectors = self._encode(texts)
             self.calls += 1
-        except BaseException as exc:  # every caller of the batch gets the error
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+                return
+            # One caller's texts broke the shared call: each caller is retried alone, so the
+            # error reaches only the callers whose own texts raise it.
+            for request in batch:
+                self._run([request])
+            return
+        except BaseException as exc:  # interrupted: every caller of the batch gets it
             for request in batch:
                 request.future.set_exception(exc)
             return

@@ -1,5 +1,5 @@
 """Parsers by file extension: a format is one module with `EXTENSIONS` and
-`parse(data: bytes, source: str) -> Parsed`, listed in FORMATS."""
+`parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed`, listed in FORMATS."""
 
 from __future__ import annotations
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from service.models import SECTION_SEPARATOR, Section, Span
 
@@ -24,7 +26,42 @@ class ParseError(ValueError):
     """A file's content cannot be indexed; the message is the reason shown to users."""
 
 
-Parser = Callable[[bytes, str], Parsed]
+DEFAULT_MAX_TEXT_CHARS = 2_000_000
+DEFAULT_PARSE_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """What one file's parse may produce and take: a small file can expand enormously (a
+    compressed PDF stream), so the cap is on the extracted text, not the bytes on disk."""
+
+    max_chars: int = DEFAULT_MAX_TEXT_CHARS
+    seconds: float = DEFAULT_PARSE_SECONDS
+
+    def start(self) -> Budget:
+        """A budget whose clock starts now."""
+        return Budget(self)
+
+
+@dataclass(slots=True)
+class Budget:
+    """A parse's running budget; parsers call check() as their text grows (per PDF page)."""
+
+    limits: ParseLimits = field(default_factory=ParseLimits)
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self, chars: int) -> None:
+        """ParseError when chars exceeds the text cap or the time budget is spent."""
+        if chars > self.limits.max_chars:
+            raise ParseError(f"extracted text longer than {self.limits.max_chars} characters")
+        if time.monotonic() - self.started > self.limits.seconds:
+            raise ParseError(f"parsing took longer than {self.limits.seconds:g} s")
+
+
+class Parser(Protocol):
+    """parse(data, source, budget): a format module's entry point."""
+
+    def __call__(self, data: bytes, source: str, budget: Budget | None = None) -> Parsed: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from service.parsers.base import (
     TITLE_MAX_CHARS,
+    Budget,
     Heading,
     Parsed,
     ParseError,
@@ -311,7 +312,7 @@ def _title(tree: LexborHTMLParser, text: str, headings: list[Heading], source: s
     return title[:TITLE_MAX_CHARS] if title else first_line_title(text, source)
 
 
-def parse(data: bytes, source: str) -> Parsed:
+def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
     """The main text of an HTML page, with headings as sections and <title> as title."""
     tree = LexborHTMLParser(decode_html(data))
     root = _content_root(tree)
@@ -319,6 +320,8 @@ def parse(data: bytes, source: str) -> Parsed:
     if root is not None:
         extractor.run(root)
     text = extractor.out.text()
+    if budget is not None:
+        budget.check(len(text))
     if not text.strip():
         raise ParseError("no readable text in the HTML page")
     headings = extractor.headings

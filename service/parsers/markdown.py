@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from service.parsers.base import (
     TITLE_MAX_CHARS,
+    Budget,
     Heading,
     Parsed,
     decode_utf8,
@@ -83,9 +84,11 @@ def title_of(text: str, found: list[Heading], fallback: str) -> str:
     return first_line_title(text, fallback)
 
 
-def parse(data: bytes, source: str) -> Parsed:
+def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
     """The UTF-8 text as is, titled by its first `# ` heading, with heading sections."""
     text = decode_utf8(data)
+    if budget is not None:
+        budget.check(len(text))
     found = headings(text)
     return Parsed(
         text=text,

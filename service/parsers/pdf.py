@@ -6,7 +6,7 @@ import io
 from typing import TYPE_CHECKING
 
 from service.models import Span
-from service.parsers.base import TITLE_MAX_CHARS, Parsed, ParseError, first_line_title
+from service.parsers.base import TITLE_MAX_CHARS, Budget, Parsed, ParseError, first_line_title
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -36,21 +36,38 @@ def _open(data: bytes) -> PdfReader:
     return reader
 
 
-def _page_texts(reader: PdfReader) -> list[str]:
-    """Extracted text of each page; a page whose text cannot be extracted counts as empty."""
+def _page_texts(reader: PdfReader, budget: Budget) -> list[str]:
+    """Extracted text of each page; a page whose text cannot be extracted counts as empty.
+    The budget is checked after every page: a small file can hold a huge page stream."""
     try:
         pages = list(reader.pages)
     except Exception as exc:
         raise ParseError(f"broken PDF ({type(exc).__name__}: {exc})") from exc
     if not pages:
         raise ParseError("broken PDF (no pages)")
-    texts = []
+    texts: list[str] = []
+    total = seen = 0
+    budget.check(total)
+
+    def visit(text: str, *_: object) -> None:
+        # Called for every piece of text while a page is extracted: a page stream that
+        # expands to millions of characters stops at the cap, not after minutes of work.
+        nonlocal seen
+        seen += len(text)
+        budget.check(seen)
+
     for page in pages:
+        seen = total
         try:
-            raw = page.extract_text()
+            raw = page.extract_text(visitor_text=visit)
+        except ParseError:
+            raise
         except Exception:
             raw = ""
         texts.append(raw.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").strip())
+        total += len(texts[-1])
+        budget.check(total)
+        total += len(PAGE_SEPARATOR)
     return texts
 
 
@@ -63,10 +80,11 @@ def _metadata_title(reader: PdfReader) -> str:
     return " ".join(str(title).split()) if title else ""
 
 
-def parse(data: bytes, source: str) -> Parsed:
+def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
     """Every page's text in order, with page ranges; skipped when no page has text."""
+    budget = budget or Budget()
     reader = _open(data)
-    texts = _page_texts(reader)
+    texts = _page_texts(reader, budget)
     if not any(texts):
         raise ParseError("no extractable text (scanned or image-only PDF?)")
     pages: list[Span] = []
