@@ -48,3 +48,7 @@ class GenerationUnavailableError(GroundQAError):
 
 class InvalidSpanError(GroundQAError):
     """A span named by a request lies outside its document."""
+
+
+class InvalidInputError(GroundQAError):
+    """A command was given input it cannot work with."""

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.chunking import split_sentences
+from service.errors import DocumentNotFoundError, InvalidSpanError
 from service.keyword import STOPWORDS, tokenize
 from service.models import Hit
 from service.search import Searcher
@@ -123,39 +124,7 @@ NEGATIONS = frozenset(
 )
 # Capitalised openers that are not names ("However, ...").
 _OPENERS = frozenset(
-    [
-        "additionally",
-        "also",
-        "although",
-        "however",
-        "moreover",
-        "furthermore",
-        "meanwhile",
-        "overall",
-        "instead",
-        "indeed",
-        "thus",
-        "therefore",
-        "hence",
-        "yes",
-        "still",
-        "then",
-        "today",
-        "yesterday",
-        "according",
-        "reportedly",
-        "notably",
-        "finally",
-        "first",
-        "second",
-        "third",
-        "later",
-        "earlier",
-        "many",
-        "several",
-        "some",
-        "most",
-    ]
+    ["additionally", "also", "although", "however", "moreover", "furthermore", "meanwhile", "overall", "instead", "indeed", "thus", "therefore", "hence", "yes", "still", "then", "today", "yesterday", "according", "reportedly", "notably", "finally", "first", "second", "third", "later", "earlier", "many", "several", "some", "most", "about", "approximately", "roughly", "around", "nearly", "almost", "over", "under", "only", "just", "even", "both", "each", "every", "its", "their", "his", "her", "this", "these", "those", "there", "here", "it", "they", "we", "he", "she"]
 )
 
 
@@ -341,6 +310,12 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(w.lower() for w in _WORD.findall(re.sub(r"['’]s\b", "", text)))
 
 
+def _same_name(a: str, b: str) -> bool:
+    """'Korea' and 'Korean', 'Russia' and 'Russian's': a name and its adjective or plural."""
+    short, long = sorted((a, b), key=len)
+    return len(short) >= 4 and long.startswith(short) and len(long) - len(short) <= 3
+
+
 def missing_facts(claim: Facts, window_text: str) -> list[str]:
     """The claim's numbers and names that the window does not contain."""
     have = facts(window_text)
@@ -348,9 +323,7 @@ def missing_facts(claim: Facts, window_text: str) -> list[str]:
     words = _words(window_text)
     for name in sorted(claim.names):
         # "Korea" is in "Korean": a name's adjective or plural still names it.
-        if name not in words and not any(
-            len(name) >= 4 and w.startswith(name) and len(w) - len(name) <= 3 for w in words
-        ):
+        if name not in words and not any(_same_name(name, w) for w in words):
             missing.append(name)
     return missing
 
@@ -486,7 +459,7 @@ def verify_claim(
 
 def _why_not(checks: Sequence[_Check], thresholds: Thresholds) -> str:
     """The reason of the window closest to supporting a claim."""
-    best = min(checks, key=lambda c: (len(c.missing), not c.negation_ok, -c.lexical))
+    best = min(checks, key=lambda c: (len(c.missing), -c.lexical))
     if best.missing:
         return "not in the cited span: " + ", ".join(best.missing)
     if not best.negation_ok:
@@ -546,3 +519,26 @@ def verify_text(
             )
         )
     return verdicts
+
+
+def resolve_spans(
+    searcher: Searcher, spans: Sequence[tuple[str, int | None, int | None]]
+) -> list[PassageText]:
+    """(source, char_start, char_end) spans of the served build as passages numbered from 1;
+    None offsets mean the document's start or end. DocumentNotFoundError for a source not in
+    the build, InvalidSpanError for offsets outside its text."""
+    chunks = searcher.holder.current.chunks
+    out: list[PassageText] = []
+    for number, (source, start, end) in enumerate(spans, start=1):
+        text = chunks.text(source) if source in chunks.documents else None
+        if text is None:
+            raise DocumentNotFoundError(f"no indexed document {source!r}; see GET /v1/documents")
+        lo = 0 if start is None else start
+        hi = len(text) if end is None else end
+        if not 0 <= lo < hi <= len(text):
+            raise InvalidSpanError(
+                f"passages[{number - 1}]: characters {lo}-{hi} are outside {source!r}, which "
+                f"has {len(text)}; pass 0 <= char_start < char_end <= {len(text)}"
+            )
+        out.append(PassageText(number, source, lo, text[lo:hi]))
+    return out
