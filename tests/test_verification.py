@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
 import pytest
 
 from service.verification import (
@@ -34,13 +30,6 @@ OTHER = PassageText(2, "cats.md", 0, "Cats are small carnivorous mammals kept as
 @pytest.fixture
 def embed(fake_embedder: FakeEmbedder) -> FakeEmbedder:
     return fake_embedder
-
-
-def vectors(embedder: FakeEmbedder) -> object:
-    def run(texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        return embedder.embed(texts)
-
-    return run
 
 
 @pytest.mark.parametrize(
@@ -109,8 +98,8 @@ def test_supported_sentence_carries_its_exact_span(embed: FakeEmbedder) -> None:
     v = verify_claim(
         claim("North Korea has sent about 12,000 troops to fight for Russia.", 1),
         [PASSAGE, OTHER],
-        vectors(embed),
-    )  # type: ignore[arg-type]
+        embed.embed,
+    )
     assert v.supported and v.reason == ""
     assert v.evidence == Evidence(
         "report.txt", 12, 73, "North Korea has sent about 12,000 troops to fight for Russia."
@@ -120,7 +109,7 @@ def test_supported_sentence_carries_its_exact_span(embed: FakeEmbedder) -> None:
 
 def test_a_claim_spanning_two_sentences_is_supported_by_the_pair(embed: FakeEmbedder) -> None:
     text = "About 12,000 North Korean troops were sent to the Kursk region in October 2024."
-    v = verify_claim(claim(text, 1), [PASSAGE], vectors(embed), Thresholds(0.5, 0.3))  # type: ignore[arg-type]
+    v = verify_claim(claim(text, 1), [PASSAGE], embed.embed, Thresholds(0.5, 0.3))
     assert v.supported and v.evidence is not None
     assert v.evidence.text.startswith("North Korea") and v.evidence.text.endswith("2024.")
 
@@ -139,7 +128,7 @@ def test_a_claim_spanning_two_sentences_is_supported_by_the_pair(embed: FakeEmbe
 def test_corruptions_are_rejected_with_a_reason(
     embed: FakeEmbedder, text: str, reason: str
 ) -> None:
-    v = verify_claim(claim(text, 1), [PASSAGE], vectors(embed))  # type: ignore[arg-type]
+    v = verify_claim(claim(text, 1), [PASSAGE], embed.embed)
     assert not v.supported and v.evidence is None
     assert reason in v.reason
 
@@ -148,16 +137,16 @@ def test_the_right_claim_citing_the_wrong_passage_is_rejected(embed: FakeEmbedde
     v = verify_claim(
         claim("North Korea has sent about 12,000 troops to fight for Russia.", 2),
         [PASSAGE, OTHER],
-        vectors(embed),
-    )  # type: ignore[arg-type]
+        embed.embed,
+    )
     assert not v.supported
 
 
 def test_citations_must_exist_and_be_given(embed: FakeEmbedder) -> None:
     text = "North Korea has sent about 12,000 troops to fight for Russia."
-    unknown = verify_claim(claim(text, 7), [PASSAGE], vectors(embed))  # type: ignore[arg-type]
+    unknown = verify_claim(claim(text, 7), [PASSAGE], embed.embed)
     assert (unknown.supported, unknown.reason) == (False, "cites [7], which is not a given passage")
-    none = verify_claim(claim(text), [PASSAGE], vectors(embed))  # type: ignore[arg-type]
+    none = verify_claim(claim(text), [PASSAGE], embed.embed)
     assert (none.supported, none.reason) == (False, "cites no passage")
-    lenient = verify_claims(text, [PASSAGE], vectors(embed), require_citation=False)  # type: ignore[arg-type]
+    lenient = verify_claims(text, [PASSAGE], embed.embed, require_citation=False)
     assert [v.supported for v in lenient] == [True]
