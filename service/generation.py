@@ -13,7 +13,7 @@ failure becomes a `Fallback` event: the caller answers with the extractive answe
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -147,6 +147,21 @@ class MarkerFilter:
 
 
 Verify = Callable[[Claim], Verdict]
+# Characters after a line break that decide whether the line starts a block (a list item, a
+# heading, a table row), which ends the sentence before it.
+LINE_START = 8
+
+
+def holdback(pending: str) -> int:
+    """How much of the current sentence can be shown before it is verified: everything but
+    a possible sentence end and the first characters of a new line, either of which may turn
+    out to end the sentence (its flag must follow it directly)."""
+    hold = _HOLD.search(pending)
+    upto = hold.start() if hold else len(pending)
+    line = pending.rfind("\n")
+    if line != -1 and len(pending) - line <= LINE_START:
+        upto = min(upto, line)
+    return upto
 
 
 class Assembler:
@@ -171,8 +186,7 @@ class Assembler:
             self.pending, self.shown = "", 0
         elif self.policy == "flag":
             # Stream on up to where the current sentence may have ended.
-            hold = _HOLD.search(self.pending)
-            upto = hold.start() if hold else len(self.pending)
+            upto = holdback(self.pending)
             if upto > self.shown:
                 events.append(self._emit(self.pending[self.shown : upto]))
                 self.shown = upto
@@ -188,9 +202,9 @@ class Assembler:
         start, end = claim.start, claim.end
         events: list[TextPiece | SentenceVerdict] = []
         if self.policy == "flag":
+            at = self.length - self.shown + start  # where pending[start] stands in the content
             if end > self.shown:
                 events.append(self._emit(self.pending[self.shown : end]))
-            at = self.length - (end - start)
             if not verdict.supported:
                 events.append(self._emit(FLAG))
             item = SentenceVerdict(verdict, at, at + end - start, dropped=False)
@@ -282,6 +296,7 @@ async def compose(
     earlier: Sequence[tuple[str, str]] = (),
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
+    sampling: Mapping[str, float | int] | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> AsyncIterator[Event]:
     """The events of an answer the LLM composes from the retrieved passages; when retrieval
@@ -292,7 +307,11 @@ async def compose(
         yield summary((), note)
         return
     tokens = stream_chat(
-        config, prompt_messages(question, passages, earlier), max_tokens=max_tokens, stop=stop
+        config,
+        prompt_messages(question, passages, earlier),
+        max_tokens=max_tokens,
+        stop=stop,
+        sampling=sampling,
     )
     async for event in generate(
         tokens,

@@ -4,7 +4,7 @@ server, LM Studio, a hosted API): content deltas in, every failure one `Upstream
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ async def stream_chat(
     *,
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
+    sampling: Mapping[str, float | int] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[str]:
     """The answer's content as the server streams it. Raises UpstreamError for a connection
@@ -78,6 +79,7 @@ async def stream_chat(
         body["max_tokens"] = max_tokens
     if stop:
         body["stop"] = list(stop)
+    body.update(sampling or {})  # temperature, top_p, seed, as the client asked
     headers = {"Accept": "text/event-stream"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"

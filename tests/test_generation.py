@@ -159,3 +159,26 @@ async def test_a_stream_slower_than_the_timeout_falls_back(fake_embedder: FakeEm
     ]
     fallback = events[-2]
     assert isinstance(fallback, Fallback) and "within 0.2 s" in fallback.reason
+
+
+LISTED = (
+    "1. The troops went to Russia;\n2. They fought [1];\n- an item [1]\n## A heading\n"
+    "More text [1].\n\nA new paragraph. [1] The end"
+)
+
+
+@pytest.mark.parametrize("size", range(1, 8))
+async def test_each_flag_follows_its_sentence_whatever_the_token_size(
+    fake_embedder: FakeEmbedder, size: int
+) -> None:
+    """Sentences ended by a new line (a list item, a heading) are known only a few characters
+    later; nothing past a possible end is shown before the verdict, so every flag follows its
+    sentence directly."""
+    events = await run(pieces(LISTED, size), fake_embedder)
+    content = "".join(e.text for e in events if isinstance(e, TextPiece))
+    verdicts = [e for e in events if isinstance(e, SentenceVerdict)]
+    assert len(verdicts) == 9  # "1." and "2." stand alone, as split_sentences reads them
+    for v in verdicts:
+        assert not v.verdict.supported
+        assert content[v.start : v.end].startswith(v.verdict.claim.text[:4])
+        assert content[v.end :].startswith(FLAG)

@@ -3,7 +3,7 @@ and the verdicts become response fields (shared by /v1/ask, MCP `ask` and chat).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from service.answering import AskResult
 from service.api.schemas import (
@@ -47,6 +47,7 @@ def events(
     earlier: Sequence[tuple[str, str]] = (),
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
+    sampling: Mapping[str, float | int] | None = None,
 ) -> AsyncIterator[Event]:
     """The events of the LLM's answer from result's passages, verified as they come."""
     return compose(
@@ -59,6 +60,7 @@ def events(
         earlier=earlier,
         max_tokens=max_tokens,
         stop=stop,
+        sampling=sampling,
     )
 
 

@@ -499,6 +499,15 @@ async def chat_completions(
                 earlier=earlier_turns([(t.role, t.text) for t in turns[:-1]]),
                 max_tokens=body.max_completion_tokens or body.max_tokens,
                 stop=stops,
+                sampling={
+                    k: v
+                    for k, v in (
+                        ("temperature", body.temperature),
+                        ("top_p", body.top_p),
+                        ("seed", body.seed),
+                    )
+                    if v is not None
+                },
             ),
             searcher.embedder.tokenizer,
             base_url,
