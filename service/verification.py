@@ -28,6 +28,8 @@ Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 # Calibrated on bench/verifier.py (SQuAD dev, faithful sentences vs corruptions): see README.
 LEXICAL_THRESHOLD = 0.5
 SEMANTIC_THRESHOLD = 0.6
+# Share of each sentence's content words a claim must state to be supported by the pair.
+PAIR_COVERAGE = 0.3
 # Words after a negation cue that it is taken to negate.
 SCOPE = 3
 # Passages searched for a sentence when no passage is named (POST /v1/verify on the index).
@@ -215,6 +217,7 @@ class Window:
     char_start: int
     char_end: int
     text: str
+    parts: tuple[str, ...] = ()  # the two sentences of a pair, else empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +436,11 @@ def windows(passage: PassageText) -> list[Window]:
     out: list[Window] = []
     for i, span in enumerate(spans):
         for last in spans[i : i + 2]:
+            parts = (
+                (passage.text[span.start : span.end], passage.text[last.start : last.end])
+                if last is not span
+                else ()
+            )
             out.append(
                 Window(
                     passage.number,
@@ -440,9 +448,22 @@ def windows(passage: PassageText) -> list[Window]:
                     passage.char_start + span.start,
                     passage.char_start + last.end,
                     passage.text[span.start : last.end],
+                    parts,
                 )
             )
     return out
+
+
+def draws_on_both(claim: str, window: Window) -> bool:
+    """Whether a claim states enough of each sentence of a two-sentence window to be read
+    from both: a fact borrowed from the neighbouring sentence does not make a pair."""
+    if not window.parts:
+        return True
+    claim_terms = set(tokenize([claim])[0])
+    for part in tokenize(list(window.parts)):
+        if part and sum(1 for t in part if t in claim_terms) / len(part) < PAIR_COVERAGE:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +504,7 @@ def verify_claim(
         )
         for p in cited
         for w in windows(p)
+        if draws_on_both(claim.text, w)
     ]
     if not checks:
         return Verdict(claim, False, None, "the cited passages have no text")
