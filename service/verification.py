@@ -26,8 +26,8 @@ from service.search import Searcher
 Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
 # Calibrated on bench/verifier.py (SQuAD dev, faithful sentences vs corruptions): see README.
-LEXICAL_THRESHOLD = 0.5
-SEMANTIC_THRESHOLD = 0.6
+LEXICAL_THRESHOLD = 0.3
+SEMANTIC_THRESHOLD = 0.7
 # Share of each sentence's content words a claim must state to be supported by the pair.
 PAIR_COVERAGE = 0.3
 # Words after a negation cue that it is taken to negate.
