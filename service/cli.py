@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from service.config import Settings
-from service.errors import BuildInProgressError, DatasetError, GroundQAError
+from service.errors import BuildInProgressError, DatasetError, GroundQAError, InvalidInputError
 
 if TYPE_CHECKING:
     from service.api.schemas import AskRequest
@@ -175,6 +175,40 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check which sentences of a text the indexed documents support."""
+    from service.api.routes import run_verify
+    from service.api.schemas import VerifyRequest
+    from service.builds import IndexHolder
+    from service.embedding import embedder_for
+    from service.search import Searcher
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not text.strip():
+        raise InvalidInputError("nothing to verify: pass the text, or - to read it from stdin")
+    settings = _settings(args)
+    embedder = embedder_for(settings)
+    holder = IndexHolder(settings.index_dir, embedder)
+    holder.refresh()
+    searcher = Searcher(settings, embedder, holder)
+    try:
+        body = run_verify(searcher, VerifyRequest(text=text, sources=args.source or None))
+    finally:
+        searcher.close()
+    if args.json:
+        print(body.model_dump_json())
+    else:
+        for s in body.sentences:
+            if s.evidence is not None:
+                e = s.evidence
+                print(f"SUPPORTED      {s.text}\n    {e.source} [{e.char_start}:{e.char_end}]")
+            else:
+                print(f"NOT SUPPORTED  {s.text}\n    {s.reason}")
+        print(f"\n{body.supported} of {body.total} sentences supported.")
+    # Exit 1 when a sentence is unsupported, so scripts can gate on it.
+    return 0 if body.supported == body.total else 1
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM outside uvicorn's own handling: exit cleanly."""
     raise SystemExit(0)
@@ -321,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the API's JSON body")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("verify", help="check which sentences of a text the documents support")
+    common(p)
+    p.add_argument("text", help="the text to check, or - to read it from stdin")
+    p.add_argument(
+        "--source", action="append", metavar="GLOB", help="search only these sources (repeatable)"
+    )
+    p.add_argument("--json", action="store_true", help="print the API's JSON body")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("serve", help="serve HTTP, building the index first if missing or stale")
     common(p)

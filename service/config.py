@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Mode = Literal["hybrid", "dense", "keyword"]
 Encoder = Literal["torch", "onnx", "onnx-int8"]
 Ann = Literal["auto", "flat", "ivf", "hnsw"]
+VerifyPolicy = Literal["flag", "drop"]
 
 
 def _split_csv(value: object) -> object:
@@ -167,6 +168,26 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS."
+    )
+
+    llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible server that composes answers (http://127.0.0.1:11434/v1 "
+        "for Ollama); unset = answers are extractive only.",
+    )
+    llm_model: str = Field("default", description="Model name sent to the LLM server.")
+    llm_api_key: str | None = Field(
+        None, description="Bearer key for the LLM server; unset = no Authorization header."
+    )
+    llm_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a generated answer may take in all; past it, the extractive answer.",
+    )
+    verify: VerifyPolicy = Field(
+        "flag",
+        description="Generated sentences no cited span supports: flag (kept, marked "
+        "[unverified]) or drop.",
     )
 
     @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")

@@ -43,3 +43,20 @@ class ConversationFileError(GroundQAError):
 
 class DatasetError(GroundQAError, ValueError):
     """An evaluation dataset is missing or malformed (a ValueError too, as it always was)."""
+
+
+class UpstreamError(GroundQAError):
+    """The LLM server failed: down, too slow, an error status, malformed or empty output, a
+    refusal, or a stream cut short. Callers fall back to the extractive answer."""
+
+
+class GenerationUnavailableError(GroundQAError):
+    """A generated answer was asked for, but no LLM is configured (GROUNDQA_LLM_BASE_URL)."""
+
+
+class InvalidSpanError(GroundQAError):
+    """A span named by a request lies outside its document."""
+
+
+class InvalidInputError(GroundQAError):
+    """A command was given input it cannot work with."""

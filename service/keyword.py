@@ -26,6 +26,7 @@ KEYWORD_VERSION = "bm25s-en-stem-v1"
 # tokenises in microseconds instead of about half a millisecond. A test keeps the two equal.
 _WORDS = re.compile(r"(?u)\b\w\w+\b").findall
 _STOPWORDS = frozenset(STOPWORDS_EN)
+STOPWORDS = _STOPWORDS  # what `tokenize` leaves out
 
 
 @cache

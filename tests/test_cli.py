@@ -244,6 +244,29 @@ def test_ask_text(
     assert re.fullmatch(rf"build {read_pointer(settings.index_dir)}, \d+\.\d ms", lines[-1])
 
 
+def test_verify_json_and_text(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    """`groundqa verify` prints the verify API's body (or a line per sentence) and exits 1
+    when a sentence is not supported."""
+    write_seed("guide.md", GUIDE)
+    index_json(capsys, settings)
+    supported = "The library opens at nine in the morning."
+    code, out, err = run(capsys, "verify", supported, *paths(settings), "--json")
+    assert (code, err) == (0, "")
+    body = json.loads(out)
+    evidence = body["sentences"][0]["evidence"]
+    assert GUIDE[evidence["char_start"] : evidence["char_end"]] == evidence["text"] == supported
+    code, out, err = run(capsys, "verify", f"{supported} It opens at ten.", *paths(settings))
+    assert (code, err) == (1, "")
+    assert out.splitlines()[0] == f"SUPPORTED      {supported}"
+    assert out.splitlines()[2] == "NOT SUPPORTED  It opens at ten."
+    assert out.splitlines()[-1] == "1 of 2 sentences supported."
+
+
 # --- errors: a non-zero exit and exactly one line on stderr -----------------------------------
 
 

@@ -1,5 +1,5 @@
 """The MCP server at /mcp, through the official `mcp` client against a real uvicorn server: the
-four tools, their structured content and text, the documents as resources, and the API keys."""
+five tools, their structured content and text, the documents as resources, and the API keys."""
 
 from __future__ import annotations
 
@@ -208,15 +208,16 @@ async def test_initialize_names_groundqa(url: str) -> None:
     assert init.capabilities.resources is not None
 
 
-async def test_lists_exactly_the_four_read_only_tools(url: str) -> None:
+async def test_lists_exactly_the_five_read_only_tools(url: str) -> None:
     """Each tool declares its input and output schema and is marked read-only."""
     async with connect(url) as session:
         tools = (await session.list_tools()).tools
-    assert [t.name for t in tools] == ["search", "ask", "get_document", "list_documents"]
+    assert [t.name for t in tools] == ["search", "ask", "verify", "get_document", "list_documents"]
     outputs = {t.name: set((t.output_schema or {}).get("properties", {})) for t in tools}
     assert outputs == {
         "search": {"question", "passages", "index"},
-        "ask": {"question", "answer", "passages", "index", "took_ms"},
+        "ask": {"question", "answer", "passages", "index", "took_ms", "generation"},
+        "verify": {"sentences", "supported", "total", "index"},
         "get_document": {
             "source", "title", "sha256", "char_start", "char_end", "line_start", "line_end",
             "length", "text",
@@ -228,7 +229,8 @@ async def test_lists_exactly_the_four_read_only_tools(url: str) -> None:
     }
     assert inputs == {
         "search": ({"question", "top_k", "mode", "sources"}, ["question"]),
-        "ask": ({"question", "top_k", "mode", "sources"}, ["question"]),
+        "ask": ({"question", "top_k", "mode", "sources", "answer_mode"}, ["question"]),
+        "verify": ({"text", "sources"}, ["text"]),
         "get_document": ({"source", "char_start", "char_end"}, ["source"]),
         "list_documents": (set(), None),
     }
@@ -290,6 +292,27 @@ async def test_ask_abstains_with_the_closest_sources(
     assert body["answer"] == {"text": ABSTAIN_TEXT, "grounded": False, "citations": []}
     closest = rendered(body["passages"])
     assert text_of(result) == f"{ABSTAIN_TEXT}\n\nClosest sources:\n\n{closest}"
+
+
+async def test_verify_is_the_verify_api(url: str) -> None:
+    """The verdicts of POST /v1/verify, and a text naming each sentence's verdict."""
+    text = "North Korea sent ten thousand troops to Russia in October. Cats are reptiles."
+    async with connect(url) as session:
+        body = await structured(session, "verify", text=text)
+        rendered = text_of(await call(session, "verify", text=text))
+    async with httpx.AsyncClient(base_url=url) as client:
+        expected = (await client.post("/v1/verify", json={"text": text})).json()
+    assert body == expected
+    assert [s["supported"] for s in body["sentences"]] == [True, False]
+    assert rendered.startswith("1 of 2 sentences supported.\n\nSUPPORTED: North Korea")
+    assert "NOT SUPPORTED: Cats are reptiles." in rendered
+
+
+async def test_generated_ask_without_an_llm_is_a_tool_error(url: str) -> None:
+    async with connect(url) as session:
+        result = await call(session, "ask", question=QUESTION, answer_mode="generated")
+    assert result.is_error is True
+    assert "GROUNDQA_LLM_BASE_URL" in text_of(result)
 
 
 async def test_list_documents_is_the_documents_api(url: str) -> None:
@@ -472,7 +495,7 @@ async def test_missing_or_wrong_key_is_401(keyed_url: str, key: str | None) -> N
 
 async def test_right_key_is_served(keyed_url: str) -> None:
     async with connect(keyed_url, KEY) as session:
-        assert len((await session.list_tools()).tools) == 4
+        assert len((await session.list_tools()).tools) == 5
         body = await structured(session, "search", question=QUESTION, top_k=1)
     assert body["passages"][0]["citation"]["source"] == "troops.txt"
 

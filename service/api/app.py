@@ -30,9 +30,11 @@ from service.embedding import Embedder, embedder_for
 from service.errors import (
     BuildInProgressError,
     DocumentNotFoundError,
+    GenerationUnavailableError,
     GroundQAError,
     IndexIncompatibleError,
     IndexNotBuiltError,
+    InvalidSpanError,
     ModelLoadError,
 )
 from service.indexing import Builder
@@ -44,6 +46,8 @@ log = logging.getLogger("groundqa")
 STATUS_BY_ERROR: list[tuple[type[GroundQAError], int]] = [
     (BuildInProgressError, status.HTTP_409_CONFLICT),
     (DocumentNotFoundError, status.HTTP_404_NOT_FOUND),
+    (GenerationUnavailableError, status.HTTP_400_BAD_REQUEST),
+    (InvalidSpanError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (IndexNotBuiltError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (IndexIncompatibleError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (ModelLoadError, status.HTTP_503_SERVICE_UNAVAILABLE),

@@ -21,17 +21,22 @@ from starlette.types import Receive, Scope, Send
 
 from service import __version__
 from service.answering import AskResult
-from service.api.routes import answer, to_response
+from service.api.generated import generate_answer, require_llm, with_generation
+from service.api.routes import answer, ask_limiter, run_verify, to_response
 from service.api.schemas import (
     GLOBS_MAX,
     QUESTION_MAX,
     TOP_K_MAX,
+    VERIFY_TEXT_MAX,
+    AnswerMode,
     AskResponse,
     DocumentList,
     DocumentSummary,
     Glob,
     IndexRef,
     PassageOut,
+    VerifyRequest,
+    VerifyResponse,
 )
 from service.api.state import AppState, require_api_key
 from service.config import Mode
@@ -62,6 +67,13 @@ ModeArg = Annotated[
 Sources = Annotated[
     list[Glob] | None,
     Field(max_length=GLOBS_MAX, description="Glob patterns over `source` to search within."),
+]
+AnswerModeArg = Annotated[
+    AnswerMode,
+    Field(
+        description="extractive (quoted sentences) or generated (composed by the server's LLM, "
+        "every sentence verified against its cited span; needs GROUNDQA_LLM_BASE_URL)."
+    ),
 ]
 
 
@@ -121,6 +133,19 @@ def render_ask(out: AskResponse) -> str:
     return f"{out.answer.text}\n\nClosest sources:\n\n{render_passages(out.passages)}"
 
 
+def render_verify(out: VerifyResponse) -> str:
+    """One line per sentence: its verdict, then the evidence span or the reason."""
+    lines = []
+    for s in out.sentences:
+        if s.evidence is not None:
+            e = s.evidence
+            where = f"{e.source}, characters {e.char_start}-{e.char_end}: {e.text}"
+            lines.append(f"SUPPORTED: {s.text}\n    {where}")
+        else:
+            lines.append(f"NOT SUPPORTED: {s.text}\n    ({s.reason})")
+    return f"{out.supported} of {out.total} sentences supported.\n\n" + "\n".join(lines)
+
+
 def render_document(out: DocumentTextOut) -> str:
     """A header naming the span, a blank line, then the text verbatim."""
     span = f"characters {out.char_start}-{out.char_end} of {out.length}"
@@ -139,10 +164,12 @@ def render_documents(out: DocumentList) -> str:
 
 
 def tool_result(out: BaseModel, text: str) -> CallToolResult:
-    """Structured content (validated against the tool's output schema) plus its text."""
+    """Structured content (validated against the tool's output schema) plus its text; an
+    extractive ask's content has no `generation`, as over HTTP."""
+    exclude = {"generation"} if getattr(out, "generation", True) is None else None
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
-        structured_content=out.model_dump(mode="json"),
+        structured_content=out.model_dump(mode="json", exclude=exclude),
     )
 
 
@@ -268,11 +295,48 @@ def build_server(state: AppState) -> GroundQAServer:
         "abstention (grounded: false) with the closest passages when none answers it.",
     )
     async def ask(
-        question: Question, top_k: TopK = 5, mode: ModeArg = None, sources: Sources = None
+        question: Question,
+        top_k: TopK = 5,
+        mode: ModeArg = None,
+        sources: Sources = None,
+        answer_mode: AnswerModeArg = "extractive",
     ) -> Annotated[CallToolResult, AskResponse]:
         """The body of POST /v1/ask for the same arguments."""
-        out = to_response(await run_ask(question, top_k, mode, sources))
+        if answer_mode == "generated":
+            try:
+                require_llm(state)
+            except GroundQAError as exc:
+                raise ToolError(str(exc)) from exc
+        result = await run_ask(question, top_k, mode, sources)
+        out = to_response(result)
+        if answer_mode == "generated":
+            searcher = searcher_of(state)
+            out = with_generation(out, state, await generate_answer(state, searcher, result))
         return tool_result(out, render_ask(out))
+
+    @server.tool(
+        annotations=READ_ONLY,
+        description="Check a text (an answer from any model) against the indexed documents: "
+        "per sentence, whether a span of a document supports it (every number, date and name "
+        "in the span, no negation added or lost, the same meaning), with that span's source "
+        "and exact character offsets.",
+    )
+    async def verify(
+        text: Annotated[
+            str,
+            Field(min_length=1, max_length=VERIFY_TEXT_MAX, description="The text to check."),
+        ],
+        sources: Sources = None,
+    ) -> Annotated[CallToolResult, VerifyResponse]:
+        """The body of POST /v1/verify for the same text and sources."""
+        body = VerifyRequest(text=text, sources=sources)
+        try:
+            out = await anyio.to_thread.run_sync(
+                run_verify, searcher_of(state), body, limiter=ask_limiter(state)
+            )
+        except GroundQAError as exc:
+            raise ToolError(str(exc)) from exc
+        return tool_result(out, render_verify(out))
 
     @server.tool(
         annotations=READ_ONLY,

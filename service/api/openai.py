@@ -27,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.answering import AskResult
+from service.api.generated import events, llm_config
+from service.api.generated_chat import GeneratedCompletion, earlier_turns
 from service.api.routes import converse
 from service.api.schemas import QUESTION_MAX
-from service.api.state import ApiKey, SearcherDep, StateDep
+from service.api.state import ApiKey, AppState, SearcherDep, StateDep
 from service.conversation import Turn
 from service.embedding import Tokenizer
 from service.errors import GroundQAError, IndexNotBuiltError
@@ -37,6 +39,9 @@ from service.models import SpanRef
 from service.rendering import Rendered, first_stop, render, truncate
 
 MODEL_ID = "groundqa"
+# With an LLM configured, `groundqa` answers with generated, verified text; this model name
+# keeps a client on the quoted answers.
+EXTRACTIVE_MODEL_ID = "groundqa-extractive"
 OPENAI_PATHS = ("/v1/chat/", "/v1/models")
 # A message longer than this is read only this far when it is context for a later turn.
 CONTEXT_CHARS = 4000
@@ -438,6 +443,20 @@ async def sse(chunks: list[dict[str, Any]]) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
+async def sse_stream(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """Server-Sent Events of chunks as they are made, then `data: [DONE]`."""
+    async for chunk in chunks:
+        yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def generates(state: AppState, body: ChatCompletionRequest) -> bool:
+    """Whether the LLM composes this chat answer: one is configured, the client did not pick
+    the extractive model, and it asked for text (JSON formats stay extractive)."""
+    kind = (body.response_format or {}).get("type", "text")
+    return llm_config(state) is not None and body.model != EXTRACTIVE_MODEL_ID and kind == "text"
+
+
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS, dependencies=[ApiKey])
 def list_models(state: StateDep) -> ModelList:
     """The one model: groundqa, answering from the indexed sources."""
@@ -445,7 +464,8 @@ def list_models(state: StateDep) -> ModelList:
     created = int(time.time())
     if holder is not None and holder.loaded:
         created = int(datetime.fromisoformat(holder.current.manifest.created_at).timestamp())
-    return ModelList(data=[ModelCard(id=MODEL_ID, created=created, owned_by=MODEL_ID)])
+    ids = [MODEL_ID, EXTRACTIVE_MODEL_ID] if llm_config(state) else [MODEL_ID]
+    return ModelList(data=[ModelCard(id=i, created=created, owned_by=MODEL_ID) for i in ids])
 
 
 @router.post(
@@ -467,10 +487,43 @@ async def chat_completions(
     turns = message_turns(body.messages)
     result = await converse(state, searcher, turns, top_k=searcher.settings.top_k)
     base_url = state.settings.public_url or str(request.base_url)
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    if generates(state, body):
+        stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        generated = GeneratedCompletion(
+            result,
+            events(
+                state,
+                searcher,
+                result,
+                earlier=earlier_turns([(t.role, t.text) for t in turns[:-1]]),
+                max_tokens=body.max_completion_tokens or body.max_tokens,
+                stop=stops,
+                sampling={
+                    k: v
+                    for k, v in (
+                        ("temperature", body.temperature),
+                        ("top_p", body.top_p),
+                        ("seed", body.seed),
+                    )
+                    if v is not None
+                },
+            ),
+            searcher.embedder.tokenizer,
+            base_url,
+            count_tokens(searcher.embedder.tokenizer, [m.text() for m in body.messages]),
+            MODEL_ID,
+        )
+        if not body.stream:
+            return JSONResponse(await generated.response())
+        return StreamingResponse(
+            sse_stream(generated.chunks(include_usage)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     completion = Completion(body, result, searcher.embedder.tokenizer, base_url)
     if not body.stream:
         return JSONResponse(completion.response())
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
     return StreamingResponse(
         sse(completion.chunks(include_usage)),
         media_type="text/event-stream",

@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from service.answering import AskResult, ask
+from service.api.generated import generate_answer, require_llm, sentence_out, with_generation
 from service.api.schemas import (
     AskQuery,
     AskRequest,
@@ -20,8 +21,11 @@ from service.api.schemas import (
     DocumentSummary,
     ErrorOut,
     IndexInfo,
+    IndexRef,
     JobOut,
     Ready,
+    VerifyRequest,
+    VerifyResponse,
 )
 from service.api.state import Admin, ApiKey, AppState, SearcherDep, StateDep
 from service.config import Mode
@@ -29,6 +33,7 @@ from service.conversation import Turn, ask_conversation
 from service.errors import DocumentNotFoundError
 from service.rebuild import StaleCheck
 from service.search import Searcher
+from service.verification import resolve_spans, verify_text
 
 # 422 is left to FastAPI: its validation errors are a list, documented as HTTPValidationError.
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -124,10 +129,21 @@ async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> Resp
 
     The body is validated once, by to_response, and serialised once: FastAPI would validate
     a returned model a second time against response_model (which still documents it)."""
+    if body.answer_mode == "generated":
+        require_llm(state)  # before retrieval: a misconfiguration fails at once
     result = await answer(
         state, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
     )
-    return Response(to_response(result).model_dump_json(), media_type="application/json")
+    out = to_response(result)
+    if body.answer_mode == "generated":
+        out = with_generation(out, state, await generate_answer(state, searcher, result))
+    return Response(dump(out), media_type="application/json")
+
+
+def dump(body: AskResponse) -> str:
+    """The JSON of an ask; `generation` only when the answer was generated, so extractive
+    bodies stay exactly what they were."""
+    return body.model_dump_json(exclude={"generation"} if body.generation is None else None)
 
 
 @router.post(
@@ -153,6 +169,35 @@ async def ask_get(
         question=params.q, top_k=params.top_k, mode=params.mode, sources=params.sources
     )
     return await run_ask(state, searcher, body)
+
+
+def run_verify(searcher: Searcher, body: VerifyRequest) -> VerifyResponse:
+    """Verdicts on every sentence of body.text (blocking: encodes and searches)."""
+    spans = [(p.source, p.char_start, p.char_end) for p in body.passages or []]
+    passages = resolve_spans(searcher, spans)
+    verdicts = verify_text(searcher, body.text, passages=passages, sources=body.sources)
+    index = searcher.holder.current
+    return VerifyResponse(
+        sentences=[sentence_out(v) for v in verdicts],
+        supported=sum(1 for v in verdicts if v.supported),
+        total=len(verdicts),
+        index=IndexRef(build_id=index.build_id, model=searcher.embedder.model_id),
+    )
+
+
+@router.post(
+    "/v1/verify",
+    response_model=VerifyResponse,
+    responses={**ERRORS, **BODY_ERRORS, 404: {"model": ErrorOut}},
+    dependencies=[ApiKey],
+    tags=["verify"],
+)
+async def verify(body: VerifyRequest, state: StateDep, searcher: SearcherDep) -> VerifyResponse:
+    """Which sentences of a text the indexed documents support, each with its evidence span:
+    against the given passages ([n] naming the n-th), else the best spans in the index."""
+    return await anyio.to_thread.run_sync(
+        partial(run_verify, searcher, body), limiter=ask_limiter(state)
+    )
 
 
 @router.get("/v1/documents", response_model=DocumentList, dependencies=[ApiKey], tags=["documents"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -14,6 +14,8 @@ TOP_K_MAX = 50
 GLOBS_MAX = 50
 GLOB_MAX_CHARS = 256
 Glob = Annotated[str, Field(min_length=1, max_length=GLOB_MAX_CHARS)]
+VERIFY_TEXT_MAX = 20_000
+AnswerMode = Literal["extractive", "generated"]
 
 
 class AskRequest(BaseModel):
@@ -31,6 +33,11 @@ class AskRequest(BaseModel):
     mode: Mode | None = Field(None, description="hybrid, dense or keyword; default: server's.")
     sources: list[Glob] | None = Field(
         None, max_length=GLOBS_MAX, description="Glob patterns over `source` to search within."
+    )
+    answer_mode: AnswerMode = Field(
+        "extractive",
+        description="extractive (quoted sentences) or generated (composed by the configured "
+        "LLM from the passages, every sentence verified; needs GROUNDQA_LLM_BASE_URL).",
     )
 
     @field_validator("question")
@@ -108,6 +115,50 @@ class IndexRef(BaseModel):
     model: str
 
 
+class EvidenceOut(BaseModel):
+    """The span supporting a sentence: document `text[char_start:char_end]` is `text`."""
+
+    source: str
+    char_start: int
+    char_end: int
+    text: str
+
+
+class SentenceOut(BaseModel):
+    """A sentence's verdict: supported by `evidence`, or not, and why not."""
+
+    text: str
+    supported: bool
+    evidence: EvidenceOut | None
+    citations: list[int] = Field(description="The [n] markers the sentence carries.")
+    reason: str | None = Field(None, description="Why it is not supported.")
+
+
+class GeneratedSentenceOut(SentenceOut):
+    """A generated sentence's verdict and where it stands in the answer text."""
+
+    start: int = Field(
+        description="answer.text[start:end] is the sentence (start == end: dropped)."
+    )
+    end: int
+    dropped: bool
+
+
+class GenerationOut(BaseModel):
+    """How a generated answer was verified (present only with answer_mode=generated)."""
+
+    model: str
+    verify: Literal["flag", "drop"]
+    text: str = Field(description="What the LLM's answer became after verification.")
+    sentences: list[GeneratedSentenceOut]
+    supported: int
+    flagged: int
+    dropped: int
+    fallback: str | None = Field(
+        None, description="Set when the LLM failed: the answer is then the extractive one."
+    )
+
+
 class AskResponse(BaseModel):
     """Ranked passages answering a question, each with a verifiable citation."""
 
@@ -116,6 +167,46 @@ class AskResponse(BaseModel):
     passages: list[PassageOut]
     index: IndexRef
     took_ms: float
+    generation: GenerationOut | None = None
+
+
+class SpanIn(BaseModel):
+    """A span of an indexed document that a text claims to cite ([n] is the n-th span)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1)
+    char_start: int | None = Field(None, ge=0, description="Default: the document's start.")
+    char_end: int | None = Field(None, ge=0, description="Default: the document's end.")
+
+
+class VerifyRequest(BaseModel):
+    """Text to verify, and optionally what it cites: spans (its [n] markers name them) or
+    source globs to search within."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"text": "North Korea has sent about 12,000 troops to fight for Russia."}]
+        },
+    )
+
+    text: str = Field(min_length=1, max_length=VERIFY_TEXT_MAX)
+    sources: list[str] | None = Field(
+        None, max_length=50, description="Glob patterns over `source`: search only these."
+    )
+    passages: list[SpanIn] | None = Field(
+        None, max_length=50, description="The spans the text cites; [n] names the n-th."
+    )
+
+
+class VerifyResponse(BaseModel):
+    """Per sentence of the text: supported or not, with the best supporting span."""
+
+    sentences: list[SentenceOut]
+    supported: int
+    total: int
+    index: IndexRef
 
 
 class DocumentSummary(BaseModel):
