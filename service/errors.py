@@ -35,3 +35,11 @@ class ConversationFileError(GroundQAError):
 
 class DatasetError(GroundQAError, ValueError):
     """An evaluation dataset is missing or malformed (a ValueError too, as it always was)."""
+
+
+class KeysFileError(GroundQAError):
+    """The keys file (GROUNDQA_KEYS_FILE) is unreadable or malformed, or a key change is invalid."""
+
+
+class UnknownKeyError(GroundQAError):
+    """No key of that name is in the keys file."""

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.answering import AskResult
 from service.api.routes import converse
 from service.api.schemas import QUESTION_MAX
-from service.api.state import ApiKey, SearcherDep, StateDep
+from service.api.state import AccessDep, ApiKey, SearcherDep, StateDep
 from service.conversation import Turn
 from service.embedding import Tokenizer
 from service.errors import GroundQAError, IndexNotBuiltError
@@ -115,6 +115,22 @@ class ChatCompletionRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     user: str | None = None
     seed: int | None = None
+    collections: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="groundqa: collections to answer from (narrows the key's scope); the model "
+        "name `groundqa/<collection>` narrows too.",
+    )
+
+    def requested_collections(self) -> list[list[str]]:
+        """The narrowings the request asks for: the model name's collection, the field's."""
+        wanted = []
+        prefix = MODEL_ID + "/"
+        if self.model.startswith(prefix):
+            wanted.append([self.model.removeprefix(prefix)])
+        if self.collections is not None:
+            wanted.append(self.collections)
+        return wanted
 
 
 class ModelCard(BaseModel):
@@ -439,13 +455,18 @@ async def sse(chunks: list[dict[str, Any]]) -> AsyncIterator[str]:
 
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS, dependencies=[ApiKey])
-def list_models(state: StateDep) -> ModelList:
-    """The one model: groundqa, answering from the indexed sources."""
+def list_models(state: StateDep, access: AccessDep) -> ModelList:
+    """groundqa, answering from every collection the key sees, and `groundqa/<collection>`
+    for each of them."""
     holder = state.holder
     created = int(time.time())
+    names = [MODEL_ID]
     if holder is not None and holder.loaded:
-        created = int(datetime.fromisoformat(holder.current.manifest.created_at).timestamp())
-    return ModelList(data=[ModelCard(id=MODEL_ID, created=created, owned_by=MODEL_ID)])
+        index = holder.current
+        created = int(datetime.fromisoformat(index.manifest.created_at).timestamp())
+        names += [f"{MODEL_ID}/{c}" for c in index.chunks.collections(access.scope)]
+        access.record(index.build_id, 0)
+    return ModelList(data=[ModelCard(id=n, created=created, owned_by=MODEL_ID) for n in names])
 
 
 @router.post(
@@ -460,12 +481,22 @@ def list_models(state: StateDep) -> ModelList:
     dependencies=[ApiKey],
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, state: StateDep, searcher: SearcherDep
+    body: ChatCompletionRequest,
+    request: Request,
+    state: StateDep,
+    searcher: SearcherDep,
+    access: AccessDep,
 ) -> Response:
-    """Answer the conversation's last user message from the indexed sources, with citations."""
+    """Answer the conversation's last user message from the indexed sources the key sees (and
+    the request narrows to), with citations."""
     check_supported(body)
     turns = message_turns(body.messages)
-    result = await converse(state, searcher, turns, top_k=searcher.settings.top_k)
+    scope = access.scope
+    for wanted in body.requested_collections():
+        scope = scope.narrow(wanted)
+    access.narrowed(None if scope.collections is None else sorted(scope.collections))
+    result = await converse(state, searcher, turns, top_k=searcher.settings.top_k, scope=scope)
+    access.record(result.build_id, len(result.passages))
     base_url = state.settings.public_url or str(request.base_url)
     completion = Completion(body, result, searcher.embedder.tokenizer, base_url)
     if not body.stream:

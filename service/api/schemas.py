@@ -28,6 +28,11 @@ class AskRequest(BaseModel):
     sources: list[str] | None = Field(
         None, max_length=50, description="Glob patterns over `source` to search within."
     )
+    collections: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="Collections to search within (narrows the key's scope, never widens it).",
+    )
 
     @field_validator("question")
     @classmethod
@@ -46,6 +51,7 @@ class AskQuery(BaseModel):
     top_k: int = Field(5, ge=1, le=TOP_K_MAX)
     mode: Mode | None = None
     sources: list[str] | None = Field(None, max_length=50)
+    collections: list[str] | None = Field(None, max_length=50)
 
     @field_validator("q")
     @classmethod
@@ -69,6 +75,7 @@ class CitationOut(BaseModel):
     section: str | None = Field(None, description="Heading path, e.g. 'Install > Docker'.")
     page_start: int | None = Field(None, description="First page (1-based) of a PDF passage.")
     page_end: int | None = Field(None, description="Last page (1-based) of a PDF passage.")
+    collection: str = Field("default", description="The collection (top-level seeds folder).")
 
 
 class HighlightOut(BaseModel):
@@ -121,6 +128,7 @@ class DocumentSummary(BaseModel):
     title: str
     sha256: str
     chunks: int
+    collection: str = "default"
 
 
 class DocumentList(BaseModel):
@@ -137,6 +145,21 @@ class DocumentOut(BaseModel):
     title: str
     sha256: str
     text: str
+    collection: str = "default"
+
+
+class CollectionOut(BaseModel):
+    """A collection the key may see."""
+
+    name: str
+    documents: int
+
+
+class CollectionList(BaseModel):
+    """The collections the key may see in the served build."""
+
+    build_id: str
+    collections: list[CollectionOut]
 
 
 class IndexInfo(BaseModel):

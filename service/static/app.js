@@ -25,6 +25,8 @@
   const keySettings = $("key-settings");
   const keyInput = $("api-key");
   const keyClear = $("api-key-clear");
+  const collectionSelect = $("collection");
+  const collectionHelp = $("collection-help");
 
   let askSeq = 0;
   let docSeq = 0;
@@ -283,7 +285,9 @@
       const data = await api("/v1/ask", {
         method: "POST",
         headers: { "Content-Type": "application/json", ...authHeaders() },
-        body: JSON.stringify({ question: question }),
+        body: JSON.stringify(collectionSelect.value
+          ? { question: question, collections: [collectionSelect.value] }
+          : { question: question }),
       });
       if (seq !== askSeq) return;
       showBuild(data.index);
@@ -492,6 +496,27 @@
     }
   }
 
+  // The selector lists exactly the collections the key sees (the server decides; the page
+  // never learns of others). Without a key on a keyed server it stays hidden.
+  async function loadCollections() {
+    const chosen = collectionSelect.value;
+    while (collectionSelect.options.length > 1) collectionSelect.remove(1);
+    let names = [];
+    try {
+      const data = await api("/v1/collections", { headers: authHeaders() });
+      names = data.collections.map((c) => c.name);
+    } catch (_) {
+      names = [];
+    }
+    for (const name of names) {
+      collectionSelect.append(el("option", { value: name }, name));
+    }
+    collectionSelect.value = names.includes(chosen) ? chosen : "";
+    const show = names.length > 1;
+    collectionSelect.hidden = !show;
+    collectionHelp.hidden = !show;
+  }
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const question = questionInput.value.trim();
@@ -511,15 +536,22 @@
   keyInput.addEventListener("keydown", (event) => {
     if (event.key === "Enter") retryLink();
   });
-  keyInput.addEventListener("change", retryLink);
+  keyInput.addEventListener("change", () => {
+    documents.clear();
+    loadCollections();
+    retryLink();
+  });
   keyClear.addEventListener("click", () => {
     keyInput.value = "";
     storeKey("");
+    documents.clear();
+    loadCollections();
     keyInput.focus();
     setStatus("API key cleared.", "");
   });
 
   showReadiness();
+  loadCollections();
   // ?q= asks a question; with ?doc= (a deep link to a span) it only fills the question box.
   const params = new URLSearchParams(window.location.search);
   const preset = params.get("q");
