@@ -169,7 +169,8 @@ def _audit_record(access: dict[str, Any], state: dict[str, Any]) -> dict[str, An
         "audit": True,
         "key": getattr(principal, "name", None),
         "method": access["method"],
-        "route": access["route"],
+        "route": access["route"],  # "unmatched" for a request refused before routing
+        "path": access["path"],
         "status": access["status"],
         "collections": audit.get("collections"),
         "build_id": audit.get("build_id"),
