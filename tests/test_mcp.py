@@ -227,8 +227,8 @@ async def test_lists_exactly_the_four_read_only_tools(url: str) -> None:
         t.name: (set(t.input_schema["properties"]), t.input_schema.get("required")) for t in tools
     }
     assert inputs == {
-        "search": ({"question", "top_k", "mode", "sources"}, ["question"]),
-        "ask": ({"question", "top_k", "mode", "sources"}, ["question"]),
+        "search": ({"question", "top_k", "mode", "sources", "collections"}, ["question"]),
+        "ask": ({"question", "top_k", "mode", "sources", "collections"}, ["question"]),
         "get_document": ({"source", "char_start", "char_end"}, ["source"]),
         "list_documents": (set(), None),
     }

@@ -609,3 +609,52 @@ def test_page_lists_the_keys_collections(team: Team, client: TestClient) -> None
     for who in ("hr", "eng"):
         names = client.get("/v1/collections", headers=team.bearer(who)).json()["collections"]
         assert [c["name"] for c in names] == [who]
+
+
+def test_simple_mode_keys_keep_working_beside_a_keys_file(
+    team: Team, client_for: Callable[[Settings], TestClient]
+) -> None:
+    """GROUNDQA_API_KEYS see every collection; GROUNDQA_ADMIN_TOKEN administers."""
+    settings = team.settings.model_copy(
+        update={"api_keys": ["simple-key-1"], "admin_token": "admin-token-2"}
+    )
+    client = client_for(settings)
+    simple = {"Authorization": "Bearer simple-key-1"}
+    names = [c["name"] for c in client.get("/v1/collections", headers=simple).json()["collections"]]
+    assert names == ["default", "eng", "hr"]
+    assert client.get("/metrics", headers=simple).status_code == 403
+    token = {"Authorization": "Bearer admin-token-2"}
+    assert client.get("/metrics", headers=token).status_code == 200
+
+
+def test_keys_add_validates_and_prints_the_key_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "conf" / "keys.toml"
+    assert main(["keys", "add", "bad name", "--collections", "hr", "--file", str(path)]) == 2
+    assert "invalid key name 'bad name'" in capsys.readouterr().err
+    assert main(["keys", "add", "x", "--collections", ",", "--file", str(path)]) == 2
+    assert main(["keys", "add", "x", "--collections", "hr", "--file", str(path)]) == 0
+    out = capsys.readouterr()
+    key = out.out.strip()
+    assert key.startswith("gqa_") and len(key) > 40
+    assert "shown only now" in out.err and key not in out.err
+    entry = read_keys(path)["x"]
+    assert entry.hash == hash_key(key) and entry.expires is None
+    with pytest.raises(SystemExit) as usage:  # argparse: usage error, exit status 2
+        main(["keys", "add", "y", "--collections", "hr", "--expires", "2027-01-32"])
+    assert usage.value.code == 2
+    assert "not a date (YYYY-MM-DD): '2027-01-32'" in capsys.readouterr().err
+
+
+def test_keys_command_needs_a_file(
+    no_groundqa_env: None,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    assert main(["keys", "list"]) == 2
+    assert capsys.readouterr().err == (
+        "error: no keys file: set GROUNDQA_KEYS_FILE or pass --file PATH\n"
+    )
