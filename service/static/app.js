@@ -30,6 +30,7 @@
 
   let askSeq = 0;
   let docSeq = 0;
+  let collectionSeq = 0;
   let currentBuild = null;
   let lastTrigger = null;
   let pendingLink = null; // a deep link waiting for an API key
@@ -499,8 +500,8 @@
   // The selector lists exactly the collections the key sees (the server decides; the page
   // never learns of others). Without a key on a keyed server it stays hidden.
   async function loadCollections() {
+    const seq = ++collectionSeq;
     const chosen = collectionSelect.value;
-    while (collectionSelect.options.length > 1) collectionSelect.remove(1);
     let names = [];
     try {
       const data = await api("/v1/collections", { headers: authHeaders() });
@@ -508,6 +509,8 @@
     } catch (_) {
       names = [];
     }
+    if (seq !== collectionSeq) return; // a later key's list is on its way
+    while (collectionSelect.options.length > 1) collectionSelect.remove(1);
     for (const name of names) {
       collectionSelect.append(el("option", { value: name }, name));
     }
@@ -534,7 +537,10 @@
   keyInput.value = storedKey();
   keyInput.addEventListener("input", () => storeKey(keyInput.value.trim()));
   keyInput.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") retryLink();
+    if (event.key === "Enter") {
+      loadCollections();
+      retryLink();
+    }
   });
   keyInput.addEventListener("change", () => {
     documents.clear();
