@@ -658,3 +658,26 @@ def test_keys_command_needs_a_file(
     assert capsys.readouterr().err == (
         "error: no keys file: set GROUNDQA_KEYS_FILE or pass --file PATH\n"
     )
+
+
+def test_a_build_of_the_previous_format_is_rebuilt_in_full(
+    team: Team, builder: Builder, client_for: Callable[[Settings], TestClient]
+) -> None:
+    """Builds from before collections (format 1) are refused with the rebuild hint, and the
+    next `groundqa index` rebuilds everything with collections recorded."""
+    build_id = read_pointer(team.settings.index_dir)
+    assert build_id is not None
+    manifest = build_path(team.settings.index_dir, build_id) / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["format_version"] = 1
+    manifest.write_text(json.dumps(data))
+    client = client_for(team.settings)
+    r = client.get("/v1/documents", headers=team.bearer("hr"))
+    assert r.status_code == 503 and "run `groundqa index`" in r.json()["detail"]
+    report = builder.build()
+    assert report.full_rebuild_reason is not None
+    assert "unsupported format" in report.full_rebuild_reason
+    rebuilt = read_pointer(team.settings.index_dir)
+    assert rebuilt is not None and rebuilt != build_id
+    files = read_manifest(build_path(team.settings.index_dir, rebuilt)).files
+    assert files[f"hr/{HR_CANARY}-leave-policy.md"].collection == "hr"
