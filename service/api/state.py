@@ -58,13 +58,6 @@ async def get_searcher(state: StateDep) -> Searcher:
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 
 
-def bearer_token(request: Request) -> str | None:
-    """The token of an `Authorization: Bearer` header, if any."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def _matches(token: str | None, secrets: list[str]) -> bool:
     """Constant-time membership test of token among secrets."""
     if token is None:
