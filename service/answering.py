@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from service.access import EVERYTHING, Scope
 from service.chunking import split_sentences
 from service.citations import Highlight, Passage, highlight, passages
 from service.config import Mode
@@ -267,15 +268,18 @@ def ask(
     top_k: int,
     mode: Mode | None = None,
     sources: Sequence[str] | None = None,
+    scope: Scope = EVERYTHING,
     context: Sequence[Context] = (),
 ) -> AskResult:
-    """Search, highlight, cite and answer one question, read in its context if given."""
+    """Search, highlight, cite and answer one question, read in its context if given, from
+    the documents the scope may see."""
     started = time.perf_counter()
     result = searcher.search(
         question,
         top_k=top_k,
         mode=mode,
         sources=sources,
+        scope=scope,
         prefetch=prefetch_sentences,
         context=context,
     )

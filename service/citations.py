@@ -23,6 +23,7 @@ class Citation:
     section: str | None = None  # heading path ("Install > Docker"), None outside any section
     page_start: int | None = None  # 1-based pages of a PDF, None for other formats
     page_end: int | None = None
+    collection: str = "default"  # the top-level seeds/ folder of the source
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ def cite(chunk: Chunk) -> Citation:
         section=chunk.section or None,
         page_start=chunk.page_start,
         page_end=chunk.page_end,
+        collection=chunk.collection,
     )
 
 

@@ -1,4 +1,5 @@
-"""Command line: `groundqa index | ask | serve | eval` (text for people, --json for machines)."""
+"""Command line: `groundqa index | ask | serve | eval | keys` (text for people, --json for
+machines)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from service.config import Settings
-from service.errors import BuildInProgressError, DatasetError, GroundQAError, InvalidInputError
+from service.errors import (
+    BuildInProgressError,
+    DatasetError,
+    GroundQAError,
+    InvalidInputError,
+    KeysFileError,
+)
 
 if TYPE_CHECKING:
     from service.api.schemas import AskRequest
@@ -177,6 +185,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check which sentences of a text the indexed documents support."""
+    from service.access import EVERYTHING
     from service.api.routes import run_verify
     from service.api.schemas import VerifyRequest
     from service.builds import IndexHolder
@@ -192,7 +201,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     holder.refresh()
     searcher = Searcher(settings, embedder, holder)
     try:
-        body = run_verify(searcher, VerifyRequest(text=text, sources=args.source or None))
+        request = VerifyRequest(text=text, sources=args.source or None)
+        body = run_verify(searcher, request, EVERYTHING)  # the CLI reads the index itself
     finally:
         searcher.close()
     if args.json:
@@ -317,6 +327,86 @@ def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _keys_file(args: argparse.Namespace) -> Path:
+    """The keys file: --file, else GROUNDQA_KEYS_FILE."""
+    path: Path | None = args.file or Settings().keys_file
+    if path is None:
+        raise KeysFileError("no keys file: set GROUNDQA_KEYS_FILE or pass --file PATH")
+    return path
+
+
+def _expiry(value: str) -> date:
+    """A --expires date (YYYY-MM-DD)."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    """Create a key, store its hash, print the key once."""
+    from service.keys import add_key
+
+    path = _keys_file(args)
+    key = add_key(
+        path,
+        args.name,
+        args.collections.split(","),
+        sources=[s for s in (args.sources or "").split(",") if s],
+        admin=args.admin,
+        expires=args.expires,
+    )
+    if args.json:
+        print(json.dumps({"name": args.name, "key": key}))
+    else:
+        print(key)
+        print(
+            f"Key {args.name!r} added to {path}. It is shown only now: only its hash is stored.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    """The keys of the file (names and scopes, never keys or hashes)."""
+    from service.keys import read_keys
+
+    entries = read_keys(_keys_file(args)).values()
+    rows = [
+        {
+            "name": e.name,
+            "collections": list(e.collections),
+            "sources": list(e.sources),
+            "admin": e.admin,
+            "expires": e.expires.isoformat() if e.expires else None,
+            "created": e.created or None,
+        }
+        for e in entries
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("No keys.")
+    for e in entries:
+        extras = [f"sources {','.join(e.sources)}"] if e.sources else []
+        extras += ["admin"] if e.admin else []
+        extras += [f"expires {e.expires}"] if e.expires else []
+        tail = f" ({'; '.join(extras)})" if extras else ""
+        print(f"{e.name}: {','.join(e.collections)}{tail}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    """Remove a key; a running server refuses it once it reloads the file."""
+    from service.keys import revoke_key
+
+    path = _keys_file(args)
+    revoke_key(path, args.name)
+    print(f"Key {args.name!r} revoked in {path}.", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the groundqa command."""
     parser = Parser(prog="groundqa", description=__doc__)
@@ -395,6 +485,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, help="folder for the dataset's index")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    keys = sub.add_parser("keys", help="named, scoped API keys in GROUNDQA_KEYS_FILE")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+
+    def keys_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--file", type=Path, help="keys file (default: GROUNDQA_KEYS_FILE)")
+
+    p = keys_sub.add_parser("add", help="create a key and print it once")
+    keys_file(p)
+    p.add_argument("name", help="the key's name (A-Z a-z 0-9 _ -), shown in the audit log")
+    p.add_argument(
+        "--collections", required=True, help="comma-separated collections it sees, or '*'"
+    )
+    p.add_argument("--sources", help="comma-separated globs over sources, within them")
+    p.add_argument("--admin", action="store_true", help="may rebuild the index, read /metrics")
+    p.add_argument("--expires", type=_expiry, metavar="YYYY-MM-DD", help="last valid day (UTC)")
+    p.add_argument("--json", action="store_true", help='print {"name": ..., "key": ...}')
+    p.set_defaults(func=cmd_keys_add)
+
+    p = keys_sub.add_parser("list", help="the keys' names and scopes")
+    keys_file(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_keys_list)
+
+    p = keys_sub.add_parser("revoke", help="remove a key (a running server refuses it at once)")
+    keys_file(p)
+    p.add_argument("name")
+    p.set_defaults(func=cmd_keys_revoke)
     return parser
 
 

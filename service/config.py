@@ -156,6 +156,14 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="Bearer token for index routes; unset = those routes are disabled."
     )
+    keys_file: Path | None = Field(
+        None,
+        description="TOML file of named, scoped keys (`groundqa keys add`); set: every route "
+        "but health and the page's files needs a key.",
+    )
+    keys_reload_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between checks of the keys file for changes."
+    )
     public_url: str | None = Field(
         None,
         description="Address users reach groundqa at (https://qa.example.com); links in chat "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from service.access import EVERYTHING, Scope
 from service.answering import ABSTAIN_TEXT, AskResult, ask
 from service.config import Mode
 from service.keyword import tokenize
@@ -151,13 +152,13 @@ def context_of(earlier: Sequence[Exchange], cited_text: Sequence[str]) -> list[C
     return context
 
 
-def resolve_cited(searcher: Searcher, cited: Sequence[SpanRef]) -> str:
-    """The text of cited spans that the served build holds, joined; unknown spans are skipped
-    (a client may send back anything)."""
+def resolve_cited(searcher: Searcher, cited: Sequence[SpanRef], scope: Scope = EVERYTHING) -> str:
+    """The text of cited spans that the served build holds and the scope sees, joined; other
+    spans are skipped (a client may send back anything, links to other collections too)."""
     chunks = searcher.holder.current.chunks
     texts: list[str] = []
     for ref in cited:
-        text = chunks.text(ref.source)
+        text = chunks.text(ref.source) if chunks.document(ref.source, scope) else None
         if text is not None and 0 <= ref.char_start < ref.char_end <= len(text):
             texts.append(text[ref.char_start : ref.char_end])
     return " ".join(dict.fromkeys(texts))
@@ -170,16 +171,20 @@ def ask_conversation(
     top_k: int,
     mode: Mode | None = None,
     sources: Sequence[str] | None = None,
+    scope: Scope = EVERYTHING,
 ) -> AskResult:
-    """Answer the last user turn, resolving follow-ups from the earlier turns."""
+    """Answer the last user turn, resolving follow-ups from the earlier turns, from the
+    documents the scope may see."""
     earlier, question = exchanges(turns)
     if not earlier:
-        return ask(searcher, question, top_k=top_k, mode=mode, sources=sources)
+        return ask(searcher, question, top_k=top_k, mode=mode, sources=sources, scope=scope)
     if not refers_back(question):
         # A question of its own keeps its own reading unless that finds nothing to answer.
-        alone = ask(searcher, question, top_k=top_k, mode=mode, sources=sources)
+        alone = ask(searcher, question, top_k=top_k, mode=mode, sources=sources, scope=scope)
         if alone.answer.grounded:
             return alone
-    cited = [resolve_cited(searcher, e.cited) for e in earlier]
+    cited = [resolve_cited(searcher, e.cited, scope) for e in earlier]
     context = context_of(earlier, cited)
-    return ask(searcher, question, top_k=top_k, mode=mode, sources=sources, context=context)
+    return ask(
+        searcher, question, top_k=top_k, mode=mode, sources=sources, scope=scope, context=context
+    )

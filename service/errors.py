@@ -60,3 +60,11 @@ class InvalidSpanError(GroundQAError):
 
 class InvalidInputError(GroundQAError):
     """A command was given input it cannot work with."""
+
+
+class KeysFileError(GroundQAError):
+    """The keys file (GROUNDQA_KEYS_FILE) is unreadable or malformed, or a key change is invalid."""
+
+
+class UnknownKeyError(GroundQAError):
+    """No key of that name is in the keys file."""

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from service.access import collection_of
 from service.builds import LoadedIndex
 from service.chunking import Chunker, ChunkerSettings, embedding_text
 from service.config import Settings
@@ -484,6 +485,7 @@ class Builder:
                     size=seeds_by_source[d.source].size,
                     chunks=len(chunked.chunks_by_source[d.source]),
                     title=d.title,
+                    collection=collection_of(d.source),
                 )
                 for d in chunked.documents
             },

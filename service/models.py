@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.access import collection_of
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
@@ -62,6 +64,11 @@ class Chunk:
     section: str = ""  # heading path of the section holding the chunk, "" when none
     page_start: int | None = None  # 1-based pages of a paginated source, else None
     page_end: int | None = None
+
+    @property
+    def collection(self) -> str:
+        """The collection the chunk's document belongs to (its top-level seeds/ folder)."""
+        return collection_of(self.source)
 
 
 @dataclass(frozen=True, slots=True)

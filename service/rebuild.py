@@ -15,7 +15,7 @@ from typing import Any, Literal
 from service.builds import IndexHolder
 from service.config import Settings
 from service.errors import BuildInProgressError, GroundQAError
-from service.indexing import Builder, seeds_plan
+from service.indexing import Builder, BuildPlan, seeds_plan
 
 Clock = Callable[[], float]
 
@@ -186,9 +186,9 @@ def follow_published(
 
 
 class StaleCheck:
-    """Whether seeds/ changed since the served build, from a scan cached for `interval`
-    seconds: many callers share one scan (hashing the folder), never one scan each. While one
-    caller refreshes it, the others get the previous answer at once."""
+    """The plan a build of seeds/ would follow now, from a scan cached for `interval` seconds:
+    many callers share one scan (hashing the folder), never one scan each. While one caller
+    refreshes it, the others get the previous answer at once."""
 
     def __init__(
         self, settings: Settings, model_id: str, interval: float, clock: Clock = time.monotonic
@@ -199,30 +199,36 @@ class StaleCheck:
         self.clock = clock
         self.scans = 0  # scans run, for tests
         self._lock = threading.Lock()
-        self._value: tuple[str, float, bool] | None = None  # (build id, when, stale)
+        # (build id, when, plan); no plan when seeds/ could not be scanned
+        self._value: tuple[str, float, BuildPlan | None] | None = None
 
-    def _fresh(self, build_id: str) -> bool | None:
+    def _fresh(self, build_id: str) -> tuple[BuildPlan | None] | None:
         value = self._value
         if value is not None and value[0] == build_id and self.clock() - value[1] < self.interval:
-            return value[2]
+            return (value[2],)
         return None
 
     def stale(self, build_id: str) -> bool:
         """Whether seeds/ differs from what build_id was built from (cached)."""
+        plan = self.plan(build_id)
+        return plan is None or plan.changed
+
+    def plan(self, build_id: str) -> BuildPlan | None:
+        """The plan of a build now against build_id (cached); None when seeds/ is unreadable."""
         if (known := self._fresh(build_id)) is not None:
-            return known
+            return known[0]
         if not self._lock.acquire(blocking=self._value is None or self._value[0] != build_id):
-            return self._value[2] if self._value is not None else True  # another is scanning
+            return self._value[2] if self._value is not None else None  # another is scanning
         try:
             if (known := self._fresh(build_id)) is not None:
-                return known
+                return known[0]
             try:
-                stale = seeds_plan(self.settings, self.model_id).changed
+                plan: BuildPlan | None = seeds_plan(self.settings, self.model_id)
             except Exception:  # a missing or unreadable seeds folder: stale, never an error
-                stale = True
+                plan = None
             self.scans += 1
-            self._value = (build_id, self.clock(), stale)
-            return stale
+            self._value = (build_id, self.clock(), plan)
+            return plan
         finally:
             self._lock.release()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.access import EVERYTHING, Scope
 from service.builds import IndexHolder, LoadedIndex
 from service.config import Mode, Settings
 from service.embedding import Embedder, MicroBatcher, available_cores
@@ -242,10 +243,12 @@ class Searcher:
         top_k: int,
         mode: Mode | None = None,
         sources: Sequence[str] | None = None,
+        scope: Scope = EVERYTHING,
         prefetch: Prefetch | None = None,
         context: Sequence[Context] = (),
     ) -> SearchResult:
-        """The top_k chunks for question, best first, from one consistent build.
+        """The top_k chunks for question, best first, from one consistent build, among the
+        documents the scope may see (both retrievers search only those rows).
 
         `prefetch` is called, on another thread, with chunks likely to be among the hits.
         `context` adds earlier text of a conversation to both retrievers, with its weight.
@@ -256,7 +259,7 @@ class Searcher:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         terms, weights = weighted_terms(question, context)
-        allowed = index.chunks.rows_matching(sources) if sources else None
+        allowed = index.chunks.rows_matching(sources, scope)
         depth = max(top_k, self.settings.candidates)
         keyword_args = (index, terms, weights if context else None, depth, allowed, prefetch, top_k)
         # Encoding a new question is most of an ask and runs outside the GIL; keyword

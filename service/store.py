@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.access import EVERYTHING, Scope, collection_of
 from service.errors import IndexIncompatibleError, PointerCorruptError
 from service.models import Chunk, Document, Skipped
 
 log = logging.getLogger("groundqa")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each document's collection
 POINTER = "CURRENT"
 BUILDS = "builds"
 TMP_PREFIX = ".tmp-"
@@ -36,7 +37,8 @@ KEYWORD_DIR = "bm25"
 _SCHEMA = """
 CREATE TABLE documents (
     source TEXT PRIMARY KEY, title TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    text TEXT NOT NULL, row_start INTEGER NOT NULL, row_end INTEGER NOT NULL
+    text TEXT NOT NULL, row_start INTEGER NOT NULL, row_end INTEGER NOT NULL,
+    collection TEXT NOT NULL
 );
 CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
@@ -68,6 +70,7 @@ class DocumentInfo:
     size: int
     row_start: int
     row_end: int
+    collection: str
 
     @property
     def chunks(self) -> int:
@@ -171,6 +174,7 @@ class FileEntry:
     size: int
     chunks: int
     title: str
+    collection: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +284,17 @@ def write_chunk_store(
             row_start = len(ordered)
             ordered.extend(chunks)
             con.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (doc.source, doc.title, doc.sha256, doc.size, doc.text, row_start, len(ordered)),
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    doc.source,
+                    doc.title,
+                    doc.sha256,
+                    doc.size,
+                    doc.text,
+                    row_start,
+                    len(ordered),
+                    collection_of(doc.source),
+                ),
             )
         con.executemany(
             f"INSERT INTO chunks (row, {_CHUNK_COLUMNS}) "
@@ -327,7 +340,8 @@ class ChunkStore:
         self._con = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self._lock = threading.Lock()
         rows = self._fetch(
-            "SELECT source, title, sha256, size, row_start, row_end FROM documents ORDER BY rowid"
+            "SELECT source, title, sha256, size, row_start, row_end, collection FROM documents "
+            "ORDER BY rowid"
         )
         self.documents: dict[str, DocumentInfo] = {r[0]: DocumentInfo(*r) for r in rows}
         ((self.chunk_count,),) = self._fetch("SELECT COUNT(*) FROM chunks")
@@ -367,15 +381,41 @@ class ChunkStore:
         found = self._fetch("SELECT text FROM documents WHERE source = ?", (source,))
         return str(found[0][0]) if found else None
 
-    def rows_matching(self, patterns: Iterable[str]) -> npt.NDArray[np.int64]:
-        """Rows of the chunks of every document whose source matches one of the glob patterns."""
+    def visible(self, scope: Scope) -> list[DocumentInfo]:
+        """The documents the scope may see, in build order."""
+        return [d for d in self.documents.values() if scope.allows(d.source, d.collection)]
+
+    def document(self, source: str, scope: Scope) -> DocumentInfo | None:
+        """The document of source if the scope may see it: None otherwise, exactly as for a
+        source that is not indexed, so the two cannot be told apart."""
+        info = self.documents.get(source)
+        return info if info is not None and scope.allows(info.source, info.collection) else None
+
+    def collections(self, scope: Scope) -> dict[str, int]:
+        """Document counts of the collections the scope sees documents of, by name."""
+        counts: dict[str, int] = {}
+        for d in self.visible(scope):
+            counts[d.collection] = counts.get(d.collection, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def rows_matching(
+        self, patterns: Iterable[str] | None, scope: Scope = EVERYTHING
+    ) -> npt.NDArray[np.int64] | None:
+        """Rows of the chunks of every document the scope sees whose source matches one of the
+        glob patterns (any source when None); None when nothing is filtered out."""
         # Compiled here, not through fnmatch's cache: that one keeps 32,768 patterns, and
         # patterns come from anonymous requests.
-        pats = [re.compile(fnmatch.translate(p), re.DOTALL) for p in dict.fromkeys(patterns)]
+        pats = (
+            [re.compile(fnmatch.translate(p), re.DOTALL) for p in dict.fromkeys(patterns)]
+            if patterns
+            else None
+        )
+        if pats is None and scope.unrestricted:
+            return None
         ranges = [
             np.arange(d.row_start, d.row_end, dtype=np.int64)
-            for d in self.documents.values()
-            if any(p.match(d.source) for p in pats)
+            for d in self.visible(scope)
+            if pats is None or any(p.match(d.source) for p in pats)
         ]
         return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
 

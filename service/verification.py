@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.access import EVERYTHING, Scope
 from service.chunking import split_sentences
 from service.errors import DocumentNotFoundError, InvalidSpanError
 from service.keyword import STOPWORDS, tokenize
@@ -578,18 +579,20 @@ def verify_text(
     *,
     passages: Sequence[PassageText] = (),
     sources: Sequence[str] | None = None,
+    scope: Scope = EVERYTHING,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> list[Verdict]:
     """Verdicts on every sentence of text: against the given passages when any are given
     ([n] naming passage n; an uncited sentence is checked against all), else against the
-    passages the index finds for each sentence (within sources, when given)."""
+    passages the index finds for each sentence (within sources, when given, and always within
+    the scope: evidence never comes from a document the caller may not see)."""
     if passages:
         return verify_claims(
             text, passages, searcher.embed_texts, thresholds, require_citation=False
         )
     verdicts: list[Verdict] = []
     for claim in claims(text):
-        found = searcher.search(claim.text, top_k=SEARCH_PASSAGES, sources=sources)
+        found = searcher.search(claim.text, top_k=SEARCH_PASSAGES, sources=sources, scope=scope)
         bare = Claim(claim.text, (), claim.start, claim.end)
         verdicts.append(
             verify_claim(
@@ -604,15 +607,18 @@ def verify_text(
 
 
 def resolve_spans(
-    searcher: Searcher, spans: Sequence[tuple[str, int | None, int | None]]
+    searcher: Searcher,
+    spans: Sequence[tuple[str, int | None, int | None]],
+    scope: Scope = EVERYTHING,
 ) -> list[PassageText]:
     """(source, char_start, char_end) spans of the served build as passages numbered from 1;
     None offsets mean the document's start or end. DocumentNotFoundError for a source not in
-    the build, InvalidSpanError for offsets outside its text."""
+    the build or outside the scope (the same error: the two cannot be told apart),
+    InvalidSpanError for offsets outside its text."""
     chunks = searcher.holder.current.chunks
     out: list[PassageText] = []
     for number, (source, start, end) in enumerate(spans, start=1):
-        text = chunks.text(source) if source in chunks.documents else None
+        text = chunks.text(source) if chunks.document(source, scope) is not None else None
         if text is None:
             raise DocumentNotFoundError(f"no indexed document {source!r}; see GET /v1/documents")
         lo = 0 if start is None else start

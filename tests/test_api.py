@@ -52,6 +52,7 @@ CITATION_KEYS = {
     "section",
     "page_start",
     "page_end",
+    "collection",
 }
 
 
@@ -231,6 +232,7 @@ def test_list_documents(client: TestClient, build_id: str, settings: Settings) -
             "title": manifest.files[name].title,
             "sha256": hashlib.sha256(text.encode()).hexdigest(),
             "chunks": manifest.files[name].chunks,
+            "collection": manifest.files[name].collection,
         }
         for name, text in sorted(SOURCES.items())
     ]
@@ -248,6 +250,7 @@ def test_get_document_text_is_exact(client: TestClient) -> None:
         "title": "Kitchen notes",
         "sha256": hashlib.sha256(KITCHEN.encode()).hexdigest(),
         "text": KITCHEN,
+        "collection": "default",
     }
 
 

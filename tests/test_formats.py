@@ -221,6 +221,7 @@ def test_pdf_answer_cites_its_page(
         "section": None,
         "page_start": 3,
         "page_end": 3,
+        "collection": "default",
     }
 
 

@@ -136,12 +136,14 @@ def test_first_build_embeds_everything(
             "size": len(NOTES),
             "chunks": 3,
             "title": "Notes",
+            "collection": "default",
         },
         "animals/zebra.txt": {
             "sha256": hashlib.sha256(ZEBRA.encode()).hexdigest(),
             "size": len(ZEBRA),
             "chunks": 1,
             "title": "Zebras",
+            "collection": "animals",
         },
     }
     assert manifest["counts"] == {"documents": 2, "chunks": 4}

@@ -228,8 +228,11 @@ async def test_lists_exactly_the_five_read_only_tools(url: str) -> None:
         t.name: (set(t.input_schema["properties"]), t.input_schema.get("required")) for t in tools
     }
     assert inputs == {
-        "search": ({"question", "top_k", "mode", "sources"}, ["question"]),
-        "ask": ({"question", "top_k", "mode", "sources", "answer_mode"}, ["question"]),
+        "search": ({"question", "top_k", "mode", "sources", "collections"}, ["question"]),
+        "ask": (
+            {"question", "top_k", "mode", "sources", "answer_mode", "collections"},
+            ["question"],
+        ),
         "verify": ({"text", "sources"}, ["text"]),
         "get_document": ({"source", "char_start", "char_end"}, ["source"]),
         "list_documents": (set(), None),

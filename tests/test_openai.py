@@ -75,14 +75,19 @@ def sse_events(text: str) -> list[str]:
 
 
 def test_models_lists_groundqa(client: TestClient) -> None:
-    """One model, in the OpenAI list shape, created when the served build was."""
+    """groundqa and one model per collection, in the OpenAI list shape, created when the served
+    build was."""
     r = client.get("/v1/models")
     assert r.status_code == 200
     body = r.json()
     created = body["data"][0]["created"]
+    names = ["groundqa", "groundqa/default", "groundqa/fruit"]
     assert body == {
         "object": "list",
-        "data": [{"id": "groundqa", "object": "model", "created": created, "owned_by": "groundqa"}],
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "groundqa"}
+            for name in names
+        ],
     }
     assert isinstance(created, int) and created > 1_700_000_000
 
@@ -778,7 +783,7 @@ def live_url(tmp_path_factory: pytest.TempPathFactory, real_embedder: Embedder) 
 def test_official_openai_client(live_url: str) -> None:
     """The `openai` package lists the model, gets a cited answer, and streams the same text."""
     client = openai.OpenAI(base_url=f"{live_url}/v1", api_key="x", max_retries=0, timeout=60)
-    assert [m.id for m in client.models.list()] == ["groundqa"]
+    assert [m.id for m in client.models.list()] == ["groundqa", "groundqa/default"]
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": TROOPS}]
 
     completion = client.chat.completions.create(model="groundqa", messages=messages)

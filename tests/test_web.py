@@ -22,6 +22,7 @@ from service.api.web import STATIC_DIR
 from service.config import Settings
 from service.embedding import Embedder
 from service.indexing import Builder
+from service.keys import add_key
 from tests.test_openai import SEED, TROOPS, seed_index, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -478,3 +479,60 @@ def test_docs_render_their_operations_offline(page: Page, web_url: str) -> None:
     paths = set(operations.all_text_contents())
     assert {"/v1/ask", "/v1/chat/completions", "/v1/documents"} <= {p.strip() for p in paths}
     assert refused == []
+
+
+# ----------------------------------------------------------------------------- collections
+
+
+@pytest.fixture
+def team_url(
+    tmp_path: Path, fake_embedder: Embedder, capsys: pytest.CaptureFixture[str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A server over three collections with a keys file; the keys by name."""
+    seeds = tmp_path / "seeds"
+    texts = {
+        "hr/leave.md": "# Leave\n\nEvery employee gets twenty days of paid leave a year.\n",
+        "eng/runbook.md": "# Runbook\n\nTo restart the database, drain the queue first.\n",
+        "welcome.txt": "Welcome to the handbook. Ask about leave.\n",
+    }
+    for name, text in texts.items():
+        (seeds / name).parent.mkdir(parents=True, exist_ok=True)
+        (seeds / name).write_text(text, encoding="utf-8")
+    keys_file = tmp_path / "keys.toml"
+    settings = Settings(
+        _env_file=None, seeds_dir=seeds, index_dir=tmp_path / "index", keys_file=keys_file
+    )
+    Builder(settings, fake_embedder).build()
+    keys = {
+        "hr": add_key(keys_file, "hr", ["hr", "default"]),
+        "eng": add_key(keys_file, "eng", ["eng"]),
+    }
+    with serve(create_app(settings, embedder=fake_embedder)) as url:
+        yield url, keys
+
+
+@pytest.mark.e2e
+def test_page_selector_lists_only_the_keys_collections(
+    page: Page, team_url: tuple[str, dict[str, str]]
+) -> None:
+    """Pasting a key fills the selector with that key's collections; an ask searches the one
+    chosen. A key of one collection needs no selector."""
+    url, keys = team_url
+    page.goto(f"{url}/")
+    selector = page.get_by_label("Collection", exact=True)
+    expect(selector).to_be_hidden()
+    key_input = page.get_by_label("API key (optional, kept for this tab only)")
+    page.locator("#key-settings summary").click()
+    key_input.fill(keys["hr"])
+    key_input.press("Enter")
+    expect(selector).to_be_visible()
+    options = selector.locator("option")
+    expect(options).to_have_text(["All my collections", "default", "hr"])
+    selector.select_option("hr")
+    ask_in_page(page, "How many days of paid leave?")
+    expect(page.locator("#passages li").first).to_contain_text("twenty days")
+    expect(page.locator("#passages")).not_to_contain_text("Welcome")
+    key_input.fill(keys["eng"])
+    key_input.press("Enter")
+    expect(options).to_have_text(["All my collections", "eng"])
+    expect(selector).to_be_hidden()

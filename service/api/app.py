@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -16,13 +16,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.api.auth import AuthMiddleware
 from service.api.inputs import HostCheckMiddleware, InputCheckMiddleware, printable
 from service.api.mcp import McpEndpoint, McpRoute
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.openai import install_error_handlers
 from service.api.openai import router as openai_router
 from service.api.routes import router
-from service.api.state import AppState
+from service.api.state import AppState, principal_of
 from service.api.web import router as web_router
 from service.builds import IndexHolder
 from service.config import Settings
@@ -38,6 +39,7 @@ from service.errors import (
     ModelLoadError,
 )
 from service.indexing import Builder
+from service.keys import KeyRing, follow_keys
 from service.rebuild import Job, RebuildManager, StaleCheck, follow_published, watch_seeds
 from service.search import Searcher
 
@@ -88,18 +90,46 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
         log.error("%s", exc)
 
 
+def access_mode(settings: Settings, keys: KeyRing | None) -> str:
+    """One line saying who may use the service, logged at start."""
+    if keys is not None:
+        return (
+            f"keys file {settings.keys_file} ({len(keys)} keys): every route but /healthz, "
+            "/readyz and the page's files needs a key, and sees only its collections"
+        )
+    if settings.api_keys:
+        return "GROUNDQA_API_KEYS: query routes need one of the keys (every collection)"
+    return (
+        "no keys configured: every query route is open to whoever reaches "
+        f"{settings.host}:{settings.port} (set GROUNDQA_KEYS_FILE or GROUNDQA_API_KEYS)"
+    )
+
+
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
-    """A groundqa app for settings; pass an embedder to share one already loaded (or a fake)."""
+    """A groundqa app for settings; pass an embedder to share one already loaded (or a fake).
+    A keys file that cannot be read raises KeysFileError here, before anything is served."""
     settings = settings or Settings()
     state = AppState(settings=settings)
     state.follow.on_failure.append(lambda _: state.metrics.follow_errors.inc())
+    if settings.keys_file is not None:
+        state.keys = KeyRing(settings.keys_file)
     mcp = McpEndpoint(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("access: %s", access_mode(settings, state.keys))
         await run_in_threadpool(_load, state, embedder)
         stop = threading.Event()
         threads = []
+        if state.keys is not None:
+            threads.append(
+                threading.Thread(
+                    target=follow_keys,
+                    args=(state.keys, settings.keys_reload_interval, stop),
+                    name="groundqa-keys",
+                    daemon=True,
+                )
+            )
         if state.holder is not None:
             threads.append(
                 threading.Thread(
@@ -146,6 +176,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(web_router)
     # An ASGI app, outside FastAPI's dependencies: it checks the query API keys itself.
     app.router.routes.append(McpRoute(mcp))
+    # Innermost: the principal is known before any route runs; CORS preflights, body limits
+    # and the access log happen outside it.
+    app.add_middleware(AuthMiddleware, state=state)
     # Added last = outermost: limits apply before anything reads the body; every response,
     # errors included, is counted and logged.
     # Inside the limits: a body is capped in size and time before it is read for the check.
@@ -168,18 +201,22 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             ],
             expose_headers=["Mcp-Session-Id"],
         )
-    if not settings.api_keys:
+    if not settings.api_keys and settings.keys_file is None:
         # Inside the observability middleware: refusals are counted and logged.
         app.add_middleware(HostCheckMiddleware, allowed=settings.allowed_hosts)
     app.add_middleware(
         ObservabilityMiddleware, metrics=state.metrics, log_questions=settings.log_questions
     )
 
-    # Open even with API keys, like /healthz and /readyz: Prometheus scrapers and orchestrator
-    # probes send no credentials. It shows counts and timings, never questions or text.
+    # Open with GROUNDQA_API_KEYS, like /healthz and /readyz: Prometheus scrapers and probes
+    # send no credentials. It shows counts and timings, never questions or text; with a keys
+    # file it needs an admin key, as its document counts span every collection.
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
         """Prometheus metrics."""
+        principal = principal_of(request)
+        if state.keys is not None and (principal is None or not principal.admin):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "/metrics needs an admin key")
         if state.holder is not None and state.holder.loaded:
             state.metrics.observe_index(state.holder.current.manifest)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

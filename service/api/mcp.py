@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Annotated
 from urllib.parse import quote
 
@@ -22,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from service import __version__
 from service.answering import AskResult
 from service.api.generated import generate_answer, require_llm, with_generation
-from service.api.routes import answer, ask_limiter, run_verify, to_response
+from service.api.routes import answer, ask_limiter, not_found, run_verify, summaries, to_response
 from service.api.schemas import (
     GLOBS_MAX,
     QUESTION_MAX,
@@ -31,16 +32,15 @@ from service.api.schemas import (
     AnswerMode,
     AskResponse,
     DocumentList,
-    DocumentSummary,
     Glob,
     IndexRef,
     PassageOut,
     VerifyRequest,
     VerifyResponse,
 )
-from service.api.state import AppState, require_api_key
+from service.api.state import Access, AppState, get_access, require_api_key
 from service.config import Mode
-from service.errors import DocumentNotFoundError, GroundQAError
+from service.errors import GroundQAError
 from service.search import Searcher
 from service.store import DocumentInfo
 
@@ -75,6 +75,22 @@ AnswerModeArg = Annotated[
         "every sentence verified against its cited span; needs GROUNDQA_LLM_BASE_URL)."
     ),
 ]
+Collections = Annotated[
+    list[str] | None,
+    Field(max_length=50, description="Collections to search within (default: all you may see)."),
+]
+
+# The access of the MCP request being served: set by McpEndpoint before the SDK handles it;
+# the SDK's tasks for the request are started from that context, so they inherit it.
+_access: ContextVar[Access | None] = ContextVar("groundqa_mcp_access", default=None)
+
+
+def current_access() -> Access:
+    """The access of the MCP request in progress (a tool error outside one: never served)."""
+    access = _access.get()
+    if access is None:
+        raise ToolError("no authenticated request")
+    return access
 
 
 class SearchOut(BaseModel):
@@ -185,16 +201,16 @@ def searcher_of(state: AppState) -> Searcher:
     return state.searcher
 
 
-def read_document(state: AppState, source: str) -> tuple[DocumentInfo, str]:
-    """An indexed source and its text, from the served build (blocking: reads the store)."""
+def read_document(state: AppState, source: str, access: Access) -> tuple[DocumentInfo, str]:
+    """An indexed source the access may see and its text, from the served build (blocking:
+    reads the store); one not visible is reported exactly as one not indexed."""
     index = searcher_of(state).holder.current
     # Only sources in the build are served, from the build's own store: never a file read.
-    info = index.chunks.documents.get(source)
+    info = index.chunks.document(source, access.scope)
     text = index.chunks.text(source) if info else None
     if info is None or text is None:
-        raise DocumentNotFoundError(
-            f"no indexed document {source!r}; call list_documents for the indexed sources"
-        )
+        raise not_found(source, "call list_documents for the indexed sources")
+    access.record(index.build_id, 1)
     return info, text
 
 
@@ -240,10 +256,15 @@ class GroundQAServer(MCPServer):
         self.state = state
 
     async def list_resources(self) -> list[MCPResource]:
-        """One text resource per indexed source; none while no build is served."""
+        """One text resource per indexed source the request may see; none while no build is
+        served."""
         holder = self.state.holder
-        if holder is None or not holder.loaded:
+        access = _access.get()
+        if holder is None or not holder.loaded or access is None:
             return []
+        index = holder.current
+        documents = index.chunks.visible(access.scope)
+        access.record(index.build_id, len(documents))
         return [
             MCPResource(
                 uri=document_uri(d.source),
@@ -252,7 +273,7 @@ class GroundQAServer(MCPServer):
                 description=f"The indexed text of {d.source}; citation offsets index into it.",
                 mime_type="text/plain",
             )
-            for d in holder.current.chunks.documents.values()
+            for d in documents
         ]
 
 
@@ -261,18 +282,31 @@ def build_server(state: AppState) -> GroundQAServer:
     server = GroundQAServer(state)
 
     async def run_ask(
-        question: str, top_k: int, mode: Mode | None, sources: list[str] | None
+        question: str,
+        top_k: int,
+        mode: Mode | None,
+        sources: list[str] | None,
+        collections: list[str] | None,
     ) -> AskResult:
-        """The shared ask of the HTTP API (bounded, off the loop, timed); domain errors become
-        tool errors whose message says what to do."""
+        """The shared ask of the HTTP API (bounded, off the loop, timed) within the key's
+        scope; domain errors become tool errors whose message says what to do."""
         if not question.strip():
             raise ToolError("question must not be blank")
+        access = current_access()
         try:
-            return await answer(
-                state, searcher_of(state), question, top_k=top_k, mode=mode, sources=sources
+            result = await answer(
+                state,
+                searcher_of(state),
+                question,
+                top_k=top_k,
+                mode=mode,
+                sources=sources,
+                scope=access.narrowed(collections),
             )
         except GroundQAError as exc:
             raise ToolError(str(exc)) from exc
+        access.record(result.build_id, len(result.passages))
+        return result
 
     @server.tool(
         annotations=READ_ONLY,
@@ -281,10 +315,14 @@ def build_server(state: AppState) -> GroundQAServer:
         "offsets) into the exact indexed text, which get_document returns.",
     )
     async def search(
-        question: Question, top_k: TopK = 5, mode: ModeArg = None, sources: Sources = None
+        question: Question,
+        top_k: TopK = 5,
+        mode: ModeArg = None,
+        sources: Sources = None,
+        collections: Collections = None,
     ) -> Annotated[CallToolResult, SearchOut]:
         """The ranked passages of an ask, without the answer."""
-        body = to_response(await run_ask(question, top_k, mode, sources))
+        body = to_response(await run_ask(question, top_k, mode, sources, collections))
         out = SearchOut(question=body.question, passages=body.passages, index=body.index)
         return tool_result(out, render_search(out))
 
@@ -300,6 +338,7 @@ def build_server(state: AppState) -> GroundQAServer:
         mode: ModeArg = None,
         sources: Sources = None,
         answer_mode: AnswerModeArg = "extractive",
+        collections: Collections = None,
     ) -> Annotated[CallToolResult, AskResponse]:
         """The body of POST /v1/ask for the same arguments."""
         if answer_mode == "generated":
@@ -307,7 +346,7 @@ def build_server(state: AppState) -> GroundQAServer:
                 require_llm(state)
             except GroundQAError as exc:
                 raise ToolError(str(exc)) from exc
-        result = await run_ask(question, top_k, mode, sources)
+        result = await run_ask(question, top_k, mode, sources, collections)
         out = to_response(result)
         if answer_mode == "generated":
             searcher = searcher_of(state)
@@ -330,9 +369,10 @@ def build_server(state: AppState) -> GroundQAServer:
     ) -> Annotated[CallToolResult, VerifyResponse]:
         """The body of POST /v1/verify for the same text and sources."""
         body = VerifyRequest(text=text, sources=sources)
+        scope = current_access().scope
         try:
             out = await anyio.to_thread.run_sync(
-                run_verify, searcher_of(state), body, limiter=ask_limiter(state)
+                run_verify, searcher_of(state), body, scope, limiter=ask_limiter(state)
             )
         except GroundQAError as exc:
             raise ToolError(str(exc)) from exc
@@ -354,7 +394,9 @@ def build_server(state: AppState) -> GroundQAServer:
     ) -> Annotated[CallToolResult, DocumentTextOut]:
         """text[char_start:char_end] of an indexed source; a tool error for another source."""
         try:
-            info, text = await anyio.to_thread.run_sync(read_document, state, source)
+            info, text = await anyio.to_thread.run_sync(
+                read_document, state, source, current_access()
+            )
         except GroundQAError as exc:
             raise ToolError(str(exc)) from exc
         out = document_slice(info, text, char_start, char_end)
@@ -367,17 +409,14 @@ def build_server(state: AppState) -> GroundQAServer:
     )
     async def list_documents() -> Annotated[CallToolResult, DocumentList]:
         """The body of GET /v1/documents."""
+        access = current_access()
         try:
             index = searcher_of(state).holder.current
         except GroundQAError as exc:
             raise ToolError(str(exc)) from exc
-        out = DocumentList(
-            build_id=index.build_id,
-            documents=[
-                DocumentSummary(source=d.source, title=d.title, sha256=d.sha256, chunks=d.chunks)
-                for d in index.chunks.documents.values()
-            ],
-        )
+        documents = summaries(index.chunks.visible(access.scope))
+        access.record(index.build_id, len(documents))
+        out = DocumentList(build_id=index.build_id, documents=documents)
         return tool_result(out, render_documents(out))
 
     @server.resource(
@@ -390,7 +429,7 @@ def build_server(state: AppState) -> GroundQAServer:
     async def document(source: str) -> str:
         """The indexed text of source; unknown sources are a resource-not-found error."""
         try:
-            _, text = await anyio.to_thread.run_sync(read_document, state, source)
+            _, text = await anyio.to_thread.run_sync(read_document, state, source, current_access())
         except (GroundQAError, ToolError) as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         return text
@@ -429,8 +468,13 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a missing or wrong key with the API's 401, else hand the request to MCP."""
         # Raises HTTPException before anything is sent: the app's handler renders it.
-        await require_api_key(Request(scope), self.state)
-        await self.server.session_manager.handle_request(scope, receive, send)
+        request = Request(scope)
+        await require_api_key(request, self.state)
+        token = _access.set(await get_access(request))
+        try:
+            await self.server.session_manager.handle_request(scope, receive, send)
+        finally:
+            _access.reset(token)
 
 
 class McpRoute(Route):

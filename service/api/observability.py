@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.store import Manifest
 
 access_log = logging.getLogger("groundqa.access")
+audit_log = logging.getLogger("groundqa.audit")
+# Probes and the page's files are not audited: they show no document data.
+UNAUDITED = ("/healthz", "/readyz", "/", "/static/{name}")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Bodies are kept for the access log only with log_questions, and only this much of them.
@@ -167,6 +170,28 @@ class ObservabilityMiddleware:
             if self.log_questions and (question := _question_of(bytes(body))) is not None:
                 record["question"] = question
             access_log.info(json.dumps(record))
+            if route not in UNAUDITED and method != "OPTIONS":
+                audit_log.info(json.dumps(_audit_record(record, scope.get("state", {}))))
+
+
+def _audit_record(access: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Who searched what: the key's name (never the key), the route, the collections searched,
+    the build and how many passages or documents came back (nothing for a refused request)."""
+    principal = state.get("principal")
+    audit = state.get("audit", {})
+    return {
+        "ts": access["ts"],
+        "request_id": access["request_id"],
+        "audit": True,
+        "key": getattr(principal, "name", None),
+        "method": access["method"],
+        "route": access["route"],  # "unmatched" for a request refused before routing
+        "path": access["path"],
+        "status": access["status"],
+        "collections": audit.get("collections"),
+        "build_id": audit.get("build_id"),
+        "passages": audit.get("passages"),
+    }
 
 
 def _question_of(body: bytes) -> str | None:
@@ -265,7 +290,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if record.name == access_log.name:
+        if record.name in (access_log.name, audit_log.name):
             return message
         payload = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),

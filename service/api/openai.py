@@ -31,7 +31,7 @@ from service.api.generated import events, llm_config
 from service.api.generated_chat import GeneratedCompletion, earlier_turns
 from service.api.routes import converse
 from service.api.schemas import QUESTION_MAX
-from service.api.state import ApiKey, AppState, SearcherDep, StateDep
+from service.api.state import AccessDep, ApiKey, AppState, SearcherDep, StateDep
 from service.conversation import Turn
 from service.embedding import Tokenizer
 from service.errors import GroundQAError, IndexNotBuiltError
@@ -120,6 +120,22 @@ class ChatCompletionRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     user: str | None = None
     seed: int | None = None
+    collections: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="groundqa: collections to answer from (narrows the key's scope); the model "
+        "name `groundqa/<collection>` narrows too.",
+    )
+
+    def requested_collections(self) -> list[list[str]]:
+        """The narrowings the request asks for: the model name's collection, the field's."""
+        wanted = []
+        prefix = MODEL_ID + "/"
+        if self.model.startswith(prefix):
+            wanted.append([self.model.removeprefix(prefix)])
+        if self.collections is not None:
+            wanted.append(self.collections)
+        return wanted
 
 
 class ModelCard(BaseModel):
@@ -458,14 +474,20 @@ def generates(state: AppState, body: ChatCompletionRequest) -> bool:
 
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS, dependencies=[ApiKey])
-def list_models(state: StateDep) -> ModelList:
-    """The one model: groundqa, answering from the indexed sources."""
+def list_models(state: StateDep, access: AccessDep) -> ModelList:
+    """groundqa, answering from every collection the key sees, and `groundqa/<collection>`
+    for each of them."""
     holder = state.holder
     created = int(time.time())
+    names = [MODEL_ID]
     if holder is not None and holder.loaded:
-        created = int(datetime.fromisoformat(holder.current.manifest.created_at).timestamp())
-    ids = [MODEL_ID, EXTRACTIVE_MODEL_ID] if llm_config(state) else [MODEL_ID]
-    return ModelList(data=[ModelCard(id=i, created=created, owned_by=MODEL_ID) for i in ids])
+        index = holder.current
+        created = int(datetime.fromisoformat(index.manifest.created_at).timestamp())
+        names += [f"{MODEL_ID}/{c}" for c in index.chunks.collections(access.scope)]
+        access.record(index.build_id, 0)
+    if llm_config(state):
+        names.insert(1, EXTRACTIVE_MODEL_ID)
+    return ModelList(data=[ModelCard(id=n, created=created, owned_by=MODEL_ID) for n in names])
 
 
 @router.post(
@@ -480,12 +502,22 @@ def list_models(state: StateDep) -> ModelList:
     dependencies=[ApiKey],
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, state: StateDep, searcher: SearcherDep
+    body: ChatCompletionRequest,
+    request: Request,
+    state: StateDep,
+    searcher: SearcherDep,
+    access: AccessDep,
 ) -> Response:
-    """Answer the conversation's last user message from the indexed sources, with citations."""
+    """Answer the conversation's last user message from the indexed sources the key sees (and
+    the request narrows to), with citations."""
     check_supported(body)
     turns = message_turns(body.messages)
-    result = await converse(state, searcher, turns, top_k=searcher.settings.top_k)
+    scope = access.scope
+    for wanted in body.requested_collections():
+        scope = scope.narrow(wanted)
+    access.narrowed(None if scope.collections is None else sorted(scope.collections))
+    result = await converse(state, searcher, turns, top_k=searcher.settings.top_k, scope=scope)
+    access.record(result.build_id, len(result.passages))
     base_url = state.settings.public_url or str(request.base_url)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     if generates(state, body):

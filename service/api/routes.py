@@ -10,12 +10,15 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
+from service.access import Scope, collection_of
 from service.answering import AskResult, ask
 from service.api.generated import generate_answer, require_llm, sentence_out, with_generation
 from service.api.schemas import (
     AskQuery,
     AskRequest,
     AskResponse,
+    CollectionList,
+    CollectionOut,
     DocumentList,
     DocumentOut,
     DocumentSummary,
@@ -27,12 +30,13 @@ from service.api.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
-from service.api.state import Admin, ApiKey, AppState, SearcherDep, StateDep
+from service.api.state import Access, AccessDep, Admin, ApiKey, AppState, SearcherDep, StateDep
 from service.config import Mode
 from service.conversation import Turn, ask_conversation
 from service.errors import DocumentNotFoundError
 from service.rebuild import StaleCheck
 from service.search import Searcher
+from service.store import DocumentInfo
 from service.verification import resolve_spans, verify_text
 
 # 422 is left to FastAPI: its validation errors are a list, documented as HTTPValidationError.
@@ -100,19 +104,24 @@ async def answer(
     top_k: int,
     mode: Mode | None = None,
     sources: list[str] | None = None,
+    scope: Scope,
 ) -> AskResult:
     """Ask off the event loop (encoding and search are CPU-bound), at most
-    settings.ask_concurrency at once, and record the stage timings."""
+    settings.ask_concurrency at once, and record the stage timings. Only documents the scope
+    sees are searched: every route passes the scope of its key."""
     return await bounded(
-        state, partial(ask, searcher, question, top_k=top_k, mode=mode, sources=sources)
+        state,
+        partial(ask, searcher, question, top_k=top_k, mode=mode, sources=sources, scope=scope),
     )
 
 
 async def converse(
-    state: AppState, searcher: Searcher, turns: Sequence[Turn], *, top_k: int
+    state: AppState, searcher: Searcher, turns: Sequence[Turn], *, top_k: int, scope: Scope
 ) -> AskResult:
     """Answer a conversation's last user turn, bounded and recorded as `answer` is."""
-    return await bounded(state, partial(ask_conversation, searcher, turns, top_k=top_k))
+    return await bounded(
+        state, partial(ask_conversation, searcher, turns, top_k=top_k, scope=scope)
+    )
 
 
 async def bounded(state: AppState, run: Callable[[], AskResult]) -> AskResult:
@@ -124,16 +133,26 @@ async def bounded(state: AppState, run: Callable[[], AskResult]) -> AskResult:
     return result
 
 
-async def run_ask(state: AppState, searcher: Searcher, body: AskRequest) -> Response:
-    """The answer to an ask request as JSON.
+async def run_ask(
+    state: AppState, searcher: Searcher, body: AskRequest, access: Access
+) -> Response:
+    """The answer to an ask request as JSON, from the key's scope narrowed to the request's
+    collections.
 
     The body is validated once, by to_response, and serialised once: FastAPI would validate
     a returned model a second time against response_model (which still documents it)."""
     if body.answer_mode == "generated":
         require_llm(state)  # before retrieval: a misconfiguration fails at once
     result = await answer(
-        state, searcher, body.question, top_k=body.top_k, mode=body.mode, sources=body.sources
+        state,
+        searcher,
+        body.question,
+        top_k=body.top_k,
+        mode=body.mode,
+        sources=body.sources,
+        scope=access.narrowed(body.collections),
     )
+    access.record(result.build_id, len(result.passages))
     out = to_response(result)
     if body.answer_mode == "generated":
         out = with_generation(out, state, await generate_answer(state, searcher, result))
@@ -153,29 +172,61 @@ def dump(body: AskResponse) -> str:
     dependencies=[ApiKey],
     tags=["ask"],
 )
-async def ask_post(body: AskRequest, state: StateDep, searcher: SearcherDep) -> Response:
+async def ask_post(
+    body: AskRequest, state: StateDep, searcher: SearcherDep, access: AccessDep
+) -> Response:
     """Answer a question with ranked, cited passages."""
-    return await run_ask(state, searcher, body)
+    return await run_ask(state, searcher, body, access)
 
 
 @router.get(
     "/v1/ask", response_model=AskResponse, responses=ERRORS, dependencies=[ApiKey], tags=["ask"]
 )
 async def ask_get(
-    params: Annotated[AskQuery, Query()], state: StateDep, searcher: SearcherDep
+    params: Annotated[AskQuery, Query()],
+    state: StateDep,
+    searcher: SearcherDep,
+    access: AccessDep,
 ) -> Response:
     """Answer `q` with ranked, cited passages."""
     body = AskRequest(
-        question=params.q, top_k=params.top_k, mode=params.mode, sources=params.sources
+        question=params.q,
+        top_k=params.top_k,
+        mode=params.mode,
+        sources=params.sources,
+        collections=params.collections,
     )
-    return await run_ask(state, searcher, body)
+    return await run_ask(state, searcher, body, access)
 
 
-def run_verify(searcher: Searcher, body: VerifyRequest) -> VerifyResponse:
-    """Verdicts on every sentence of body.text (blocking: encodes and searches)."""
+def summaries(documents: Sequence[DocumentInfo]) -> list[DocumentSummary]:
+    """The listed form of documents."""
+    return [
+        DocumentSummary(
+            source=d.source,
+            title=d.title,
+            sha256=d.sha256,
+            chunks=d.chunks,
+            collection=d.collection,
+        )
+        for d in documents
+    ]
+
+
+def not_found(source: str, hint: str = "see GET /v1/documents") -> DocumentNotFoundError:
+    """The one error for a source that is not indexed or that the key may not see: the two
+    are indistinguishable."""
+    return DocumentNotFoundError(f"no indexed document {source!r}; {hint}")
+
+
+def run_verify(searcher: Searcher, body: VerifyRequest, scope: Scope) -> VerifyResponse:
+    """Verdicts on every sentence of body.text from the documents the scope sees (blocking:
+    encodes and searches)."""
     spans = [(p.source, p.char_start, p.char_end) for p in body.passages or []]
-    passages = resolve_spans(searcher, spans)
-    verdicts = verify_text(searcher, body.text, passages=passages, sources=body.sources)
+    passages = resolve_spans(searcher, spans, scope)
+    verdicts = verify_text(
+        searcher, body.text, passages=passages, sources=body.sources, scope=scope
+    )
     index = searcher.holder.current
     return VerifyResponse(
         sentences=[sentence_out(v) for v in verdicts],
@@ -192,25 +243,23 @@ def run_verify(searcher: Searcher, body: VerifyRequest) -> VerifyResponse:
     dependencies=[ApiKey],
     tags=["verify"],
 )
-async def verify(body: VerifyRequest, state: StateDep, searcher: SearcherDep) -> VerifyResponse:
+async def verify(
+    body: VerifyRequest, state: StateDep, searcher: SearcherDep, access: AccessDep
+) -> VerifyResponse:
     """Which sentences of a text the indexed documents support, each with its evidence span:
     against the given passages ([n] naming the n-th), else the best spans in the index."""
     return await anyio.to_thread.run_sync(
-        partial(run_verify, searcher, body), limiter=ask_limiter(state)
+        partial(run_verify, searcher, body, access.scope), limiter=ask_limiter(state)
     )
 
 
 @router.get("/v1/documents", response_model=DocumentList, dependencies=[ApiKey], tags=["documents"])
-def list_documents(searcher: SearcherDep) -> DocumentList:
-    """Sources indexed in the served build."""
+def list_documents(searcher: SearcherDep, access: AccessDep) -> DocumentList:
+    """Sources indexed in the served build that the key may see."""
     index = searcher.holder.current
-    return DocumentList(
-        build_id=index.build_id,
-        documents=[
-            DocumentSummary(source=d.source, title=d.title, sha256=d.sha256, chunks=d.chunks)
-            for d in index.chunks.documents.values()
-        ],
-    )
+    documents = summaries(index.chunks.visible(access.scope))
+    access.record(index.build_id, len(documents))
+    return DocumentList(build_id=index.build_id, documents=documents)
 
 
 @router.get(
@@ -220,38 +269,72 @@ def list_documents(searcher: SearcherDep) -> DocumentList:
     dependencies=[ApiKey],
     tags=["documents"],
 )
-def get_document(source: str, searcher: SearcherDep) -> DocumentOut:
+def get_document(source: str, searcher: SearcherDep, access: AccessDep) -> DocumentOut:
     """The indexed text of one source; citation offsets index into it."""
     index = searcher.holder.current
     # Only sources in the build are served, from the build's own store: never a file read.
-    info = index.chunks.documents.get(source)
+    info = index.chunks.document(source, access.scope)
     text = index.chunks.text(source) if info else None
     if info is None or text is None:
-        raise DocumentNotFoundError(f"no indexed document {source!r}; see GET /v1/documents")
-    return DocumentOut(source=info.source, title=info.title, sha256=info.sha256, text=text)
+        raise not_found(source)
+    access.record(index.build_id, 1)
+    return DocumentOut(
+        source=info.source,
+        title=info.title,
+        sha256=info.sha256,
+        text=text,
+        collection=info.collection,
+    )
 
 
-@router.get("/v1/index", response_model=IndexInfo, dependencies=[ApiKey], tags=["index"])
-def index_info(state: StateDep, searcher: SearcherDep) -> IndexInfo:
-    """The published build and whether seeds/ has changed since."""
+@router.get(
+    "/v1/collections", response_model=CollectionList, dependencies=[ApiKey], tags=["documents"]
+)
+def list_collections(searcher: SearcherDep, access: AccessDep) -> CollectionList:
+    """The collections the key may see, with their document counts (the page's selector)."""
     index = searcher.holder.current
-    manifest = index.manifest
-    # A scan cached for settings.stale_check_interval: concurrent callers never each hash
-    # the whole seeds folder.
+    counts = index.chunks.collections(access.scope)
+    access.record(index.build_id, 0)
+    return CollectionList(
+        build_id=index.build_id,
+        collections=[CollectionOut(name=n, documents=c) for n, c in counts.items()],
+    )
+
+
+def visible_stale(state: AppState, searcher: Searcher, scope: Scope) -> bool:
+    """Whether seeds/ changed since the build, judged on the files the scope sees (a change
+    elsewhere is not the key's business) or on settings that rebuild everything. The scan is
+    cached for settings.stale_check_interval: concurrent callers never each hash seeds/."""
     checker = state.stale_check
     if checker is None:
         checker = state.stale_check = StaleCheck(
             state.settings, searcher.embedder.model_id, state.settings.stale_check_interval
         )
-    stale = checker.stale(index.build_id)
+    plan = checker.plan(searcher.holder.current.build_id)
+    if plan is None or plan.full_reason:
+        return True
+    changed = (*plan.added, *plan.modified, *plan.deleted)
+    return any(scope.allows(source, collection_of(source)) for source in changed)
+
+
+@router.get("/v1/index", response_model=IndexInfo, dependencies=[ApiKey], tags=["index"])
+def index_info(state: StateDep, searcher: SearcherDep, access: AccessDep) -> IndexInfo:
+    """The published build and whether seeds/ has changed since, counted over the documents
+    and skipped files the key may see."""
+    index = searcher.holder.current
+    manifest = index.manifest
+    scope = access.scope
+    visible = index.chunks.visible(scope)
+    skipped = [s for s in manifest.skipped if scope.allows(s.source, collection_of(s.source))]
+    access.record(index.build_id, 0)
     return IndexInfo(
         build_id=index.build_id,
         model=manifest.model.id,
         created_at=manifest.created_at,
-        documents=manifest.documents,
-        chunks=manifest.chunks,
-        stale=stale,
-        skipped=[vars_of(s) for s in manifest.skipped],
+        documents=len(visible),
+        chunks=sum(d.chunks for d in visible),
+        stale=visible_stale(state, searcher, scope),
+        skipped=[vars_of(s) for s in skipped],
         rebuild_reason=manifest.rebuild_reason,
     )
 

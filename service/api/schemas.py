@@ -39,6 +39,11 @@ class AskRequest(BaseModel):
         description="extractive (quoted sentences) or generated (composed by the configured "
         "LLM from the passages, every sentence verified; needs GROUNDQA_LLM_BASE_URL).",
     )
+    collections: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="Collections to search within (narrows the key's scope, never widens it).",
+    )
 
     @field_validator("question")
     @classmethod
@@ -57,6 +62,7 @@ class AskQuery(BaseModel):
     top_k: int = Field(5, ge=1, le=TOP_K_MAX)
     mode: Mode | None = None
     sources: list[Glob] | None = Field(None, max_length=GLOBS_MAX)
+    collections: list[str] | None = Field(None, max_length=50)
 
     @field_validator("q")
     @classmethod
@@ -80,6 +86,7 @@ class CitationOut(BaseModel):
     section: str | None = Field(None, description="Heading path, e.g. 'Install > Docker'.")
     page_start: int | None = Field(None, description="First page (1-based) of a PDF passage.")
     page_end: int | None = Field(None, description="Last page (1-based) of a PDF passage.")
+    collection: str = Field("default", description="The collection (top-level seeds folder).")
 
 
 class HighlightOut(BaseModel):
@@ -216,6 +223,7 @@ class DocumentSummary(BaseModel):
     title: str
     sha256: str
     chunks: int
+    collection: str = "default"
 
 
 class DocumentList(BaseModel):
@@ -232,6 +240,21 @@ class DocumentOut(BaseModel):
     title: str
     sha256: str
     text: str
+    collection: str = "default"
+
+
+class CollectionOut(BaseModel):
+    """A collection the key may see."""
+
+    name: str
+    documents: int
+
+
+class CollectionList(BaseModel):
+    """The collections the key may see in the served build."""
+
+    build_id: str
+    collections: list[CollectionOut]
 
 
 class IndexInfo(BaseModel):

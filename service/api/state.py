@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
+from service.access import Principal, Scope
 from service.api.observability import Metrics
 from service.builds import IndexHolder
 from service.config import Settings
 from service.embedding import Embedder
+from service.keys import KeyRing
 from service.rebuild import FollowHealth, RebuildManager, StaleCheck
 from service.search import Searcher
 
@@ -26,6 +29,7 @@ class AppState:
     searcher: Searcher | None = None
     rebuilds: RebuildManager | None = None
     load_error: str | None = None
+    keys: KeyRing | None = None  # with GROUNDQA_KEYS_FILE
     metrics: Metrics = field(default_factory=Metrics)
     follow: FollowHealth = field(default_factory=FollowHealth)
     stale_check: StaleCheck | None = None
@@ -56,13 +60,6 @@ async def get_searcher(state: StateDep) -> Searcher:
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 
 
-def bearer_token(request: Request) -> str | None:
-    """The token of an `Authorization: Bearer` header, if any."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def _matches(token: str | None, secrets: list[str]) -> bool:
     """Constant-time membership test of token among secrets."""
     if token is None:
@@ -73,31 +70,116 @@ def _matches(token: str | None, secrets: list[str]) -> bool:
     return found
 
 
+ANONYMOUS = "anonymous"  # the principal of an open service (no keys configured)
+INVALID_KEY = "missing or invalid API key; send `Authorization: Bearer <key>`"
+
+
+def keys_required(settings: Settings) -> bool:
+    """Whether query routes need a key: with a keys file or GROUNDQA_API_KEYS."""
+    return settings.keys_file is not None or bool(settings.api_keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """The outcome of reading a request's key: who it is, or why it was refused."""
+
+    principal: Principal | None
+    refusal: str | None = None
+
+
+def authenticate(state: AppState, token: str | None, today: date) -> Authentication:
+    """Who the bearer token is: a key of the keys file (its scope), one of GROUNDQA_API_KEYS
+    (every collection), the admin token (every collection, admin), or anonymous when no keys
+    are configured. Every secret is compared in constant time; nothing here logs the token."""
+    settings = state.settings
+    if token is not None:
+        entry = state.keys.match(token) if state.keys is not None else None
+        if entry is not None:
+            if entry.expired(today):
+                return Authentication(None, f"this API key expired on {entry.expires}")
+            return Authentication(entry.principal())
+        # Every key is compared, even after a match: the time taken tells nothing.
+        hits = [_matches(token, [key]) for key in settings.api_keys]
+        if any(hits):
+            return Authentication(Principal(f"api-key-{hits.index(True) + 1}"))
+        if settings.admin_token and _matches(token, [settings.admin_token]):
+            return Authentication(Principal("admin-token", admin=True))
+    if not keys_required(settings):
+        return Authentication(Principal(ANONYMOUS))
+    return Authentication(None, INVALID_KEY)
+
+
+def principal_of(request: Request) -> Principal | None:
+    """The principal the auth middleware found for the request (None: no valid key)."""
+    principal = request.scope.get("state", {}).get("principal")
+    return principal if isinstance(principal, Principal) else None
+
+
+def _unauthorized(request: Request) -> HTTPException:
+    refusal = request.scope.get("state", {}).get("refusal")
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        refusal if isinstance(refusal, str) else INVALID_KEY,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 async def require_api_key(request: Request, state: StateDep) -> None:
     """Query routes: open when no keys are configured, else a valid bearer key is required."""
-    keys = state.settings.api_keys
-    if keys and not _matches(bearer_token(request), keys):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or invalid API key; send `Authorization: Bearer <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if principal_of(request) is None:
+        raise _unauthorized(request)
+
+
+class Access:
+    """What a request may see, and its audit record (filled as the request searches)."""
+
+    def __init__(self, request_state: dict[str, Any], principal: Principal) -> None:
+        self.principal = principal
+        self.scope = principal.scope
+        self._audit: dict[str, Any] = request_state.setdefault("audit", {})
+        self._audit["collections"] = self.scope.label()
+
+    def narrowed(self, collections: list[str] | None) -> Scope:
+        """The key's scope narrowed to requested collections (never wider), as searched."""
+        scope = self.scope.narrow(collections)
+        self._audit["collections"] = scope.label()
+        return scope
+
+    def record(self, build_id: str, passages: int) -> None:
+        """Note the build answered from and how many passages (or documents) were returned."""
+        self._audit["build_id"] = build_id
+        self._audit["passages"] = passages
+
+
+async def get_access(request: Request) -> Access:
+    """The request's access: 401 without a valid key where keys are required."""
+    principal = principal_of(request)
+    if principal is None:
+        raise _unauthorized(request)
+    return Access(request.scope.setdefault("state", {}), principal)
+
+
+AccessDep = Annotated[Access, Depends(get_access)]
 
 
 async def require_admin(request: Request, state: StateDep) -> None:
-    """Index routes: disabled without GROUNDQA_ADMIN_TOKEN, else the token is required."""
-    token = state.settings.admin_token
-    if not token:
+    """Index routes: an admin key of the keys file or GROUNDQA_ADMIN_TOKEN; disabled without
+    either."""
+    principal = principal_of(request)
+    if principal is not None and principal.admin:
+        return
+    if not state.settings.admin_token and state.keys is None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             "index administration is disabled; set GROUNDQA_ADMIN_TOKEN to enable it",
         )
-    if not _matches(bearer_token(request), [token]):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or invalid admin token; send `Authorization: Bearer <token>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if principal is not None and principal.keyed:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this key may not administer the index")
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "missing or invalid admin token; send `Authorization: Bearer <token>`",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 ApiKey = Depends(require_api_key)

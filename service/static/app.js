@@ -25,9 +25,12 @@
   const keySettings = $("key-settings");
   const keyInput = $("api-key");
   const keyClear = $("api-key-clear");
+  const collectionSelect = $("collection");
+  const collectionHelp = $("collection-help");
 
   let askSeq = 0;
   let docSeq = 0;
+  let collectionSeq = 0;
   let currentBuild = null;
   let lastTrigger = null;
   let pendingLink = null; // a deep link waiting for an API key
@@ -283,7 +286,9 @@
       const data = await api("/v1/ask", {
         method: "POST",
         headers: { "Content-Type": "application/json", ...authHeaders() },
-        body: JSON.stringify({ question: question }),
+        body: JSON.stringify(collectionSelect.value
+          ? { question: question, collections: [collectionSelect.value] }
+          : { question: question }),
       });
       if (seq !== askSeq) return;
       showBuild(data.index);
@@ -492,6 +497,29 @@
     }
   }
 
+  // The selector lists exactly the collections the key sees (the server decides; the page
+  // never learns of others). Without a key on a keyed server it stays hidden.
+  async function loadCollections() {
+    const seq = ++collectionSeq;
+    const chosen = collectionSelect.value;
+    let names = [];
+    try {
+      const data = await api("/v1/collections", { headers: authHeaders() });
+      names = data.collections.map((c) => c.name);
+    } catch (_) {
+      names = [];
+    }
+    if (seq !== collectionSeq) return; // a later key's list is on its way
+    while (collectionSelect.options.length > 1) collectionSelect.remove(1);
+    for (const name of names) {
+      collectionSelect.append(el("option", { value: name }, name));
+    }
+    collectionSelect.value = names.includes(chosen) ? chosen : "";
+    const show = names.length > 1;
+    collectionSelect.hidden = !show;
+    collectionHelp.hidden = !show;
+  }
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const question = questionInput.value.trim();
@@ -509,17 +537,27 @@
   keyInput.value = storedKey();
   keyInput.addEventListener("input", () => storeKey(keyInput.value.trim()));
   keyInput.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") retryLink();
+    if (event.key === "Enter") {
+      loadCollections();
+      retryLink();
+    }
   });
-  keyInput.addEventListener("change", retryLink);
+  keyInput.addEventListener("change", () => {
+    documents.clear();
+    loadCollections();
+    retryLink();
+  });
   keyClear.addEventListener("click", () => {
     keyInput.value = "";
     storeKey("");
+    documents.clear();
+    loadCollections();
     keyInput.focus();
     setStatus("API key cleared.", "");
   });
 
   showReadiness();
+  loadCollections();
   // ?q= asks a question; with ?doc= (a deep link to a span) it only fills the question box.
   const params = new URLSearchParams(window.location.search);
   const preset = params.get("q");
