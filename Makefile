@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run index test test-ray lint bench eval clean
+.PHONY: install run index test test-ray lint bench bench-verifier eval clean
 
 # pip may be configured with optional local indexes; its "is ignored" notes about them are noise.
 $(STAMP): pyproject.toml
@@ -40,6 +40,9 @@ test-ray: $(STAMP)  ## the Ray engine tests (installs the optional extra)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+bench-verifier: $(STAMP)  ## the verifier's catch and false-rejection rates on SQuAD (no LLM)
+	$(BIN)/python -m bench.verifier ../shared/eval/squad
 
 eval: $(STAMP)  ## retrieval metrics, then follow-up conversations next to their standalone questions
 	$(BIN)/groundqa eval ../shared/eval/scifact --split train

@@ -180,12 +180,10 @@ def render_documents(out: DocumentList) -> str:
 
 
 def tool_result(out: BaseModel, text: str) -> CallToolResult:
-    """Structured content (validated against the tool's output schema) plus its text; an
-    extractive ask's content has no `generation`, as over HTTP."""
-    exclude = {"generation"} if getattr(out, "generation", True) is None else None
+    """Structured content (validated against the tool's output schema) plus its text."""
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
-        structured_content=out.model_dump(mode="json", exclude=exclude),
+        structured_content=out.model_dump(mode="json"),
     )
 
 
@@ -278,7 +276,7 @@ class GroundQAServer(MCPServer):
 
 
 def build_server(state: AppState) -> GroundQAServer:
-    """The MCP server of an app: four read-only tools and the documents as resources."""
+    """The MCP server of an app: five read-only tools and the documents as resources."""
     server = GroundQAServer(state)
 
     async def run_ask(

@@ -156,13 +156,7 @@ async def run_ask(
     out = to_response(result)
     if body.answer_mode == "generated":
         out = with_generation(out, state, await generate_answer(state, searcher, result))
-    return Response(dump(out), media_type="application/json")
-
-
-def dump(body: AskResponse) -> str:
-    """The JSON of an ask; `generation` only when the answer was generated, so extractive
-    bodies stay exactly what they were."""
-    return body.model_dump_json(exclude={"generation"} if body.generation is None else None)
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.post(

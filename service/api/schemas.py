@@ -174,7 +174,8 @@ class AskResponse(BaseModel):
     passages: list[PassageOut]
     index: IndexRef
     took_ms: float
-    generation: GenerationOut | None = None
+    # Left out of extractive bodies, which stay exactly what they were before generation.
+    generation: GenerationOut | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class SpanIn(BaseModel):
