@@ -11,46 +11,12 @@ import pytest
 
 from service.embedding import Embedder, MicroBatcher
 
-WORDS = [
-    "north",
-    "korea",
-    "troops",
-    "russia",
-    "cell",
-    "protein",
-    "gene",
-    "expression",
-    "mountain",
-    "winter",
-    "snow",
-    "river",
-    "bread",
-    "oven",
-    "dough",
-    "planet",
-    "saturn",
-    "rings",
-    "ocean",
-    "ice",
-    "the",
-    "of",
-    "and",
-    "in",
-    "a",
-    "is",
-    "was",
-    "were",
-    "mice",
-    "treatment",
-    "patients",
-    "risk",
-    "cancer",
-    "vitamin",
-    "study",
-    "results",
-    "increase",
-    "decrease",
-]
+_LINES = (
+    "north korea troops russia cell protein gene expression mountain winter snow river",
+    "bread oven dough planet saturn rings ocean ice the of and in a is was were mice",
+    "treatment patients risk cancer vitamin study results increase decrease",
+)
+WORDS = [word for line in _LINES for word in line.split()]
 
 
 def random_texts(rng: random.Random, n: int) -> list[str]:
