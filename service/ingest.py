@@ -107,8 +107,6 @@ def _why(exc: BaseException) -> str:
             return "symlink loop (or swapped for a symlink during the scan)"
         if exc.errno == errno.ENAMETOOLONG:
             return "path longer than the system allows"
-        if exc.errno == errno.ENOENT:
-            return "disappeared during the scan"
         return f"unreadable: {exc.strerror or exc}"
     if isinstance(exc, RuntimeError):  # pathlib's "Symlink loop from ..."
         return "symlink loop"

@@ -39,7 +39,9 @@ FLOAT_FILE = "model.onnx"
 INT8_FILE = "model-int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "sentence_embedding"
-INT8_SUFFIX = "+onnx-int8"
+# "-r1": int8 vectors since they are computed one text per run (see OnnxEmbedder.embed); the
+# batch-dependent vectors of before must not be mixed with them from an embedding cache.
+INT8_SUFFIX = "+onnx-int8-r1"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
@@ -217,7 +219,12 @@ class OnnxEmbedder:
         self.max_seq_length = read_max_seq_length(path)
         self.threads = max(1, threads)
         self.workers = workers if workers > 0 else available_cores()
-        self.batch_size = batch_size
+        # Dynamic int8 quantises activations with one scale per input tensor: encoded in a
+        # batch, a text's vector would depend on its neighbours (and on their padding). One
+        # text per run makes it a pure function of the text; without padding this is also
+        # faster for chunks (bench/determinism.py measures the ratio).
+        self.batch_size = 1 if int8 else batch_size
+        self.per_text = int8
         folder = export_folder(cache_dir, model_fingerprint(path))
         self.onnx_path, self.exported = ensure_onnx(path, folder, int8=int8)
 
