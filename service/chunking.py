@@ -177,11 +177,11 @@ def _split_long(
 def _segments(doc: Document, sentences: list[Span]) -> list[tuple[str, list[Span]]]:
     """Sentences grouped by the section and page they lie in, with each group's section path.
 
-    A sentence crossing a section or page boundary is cut there: no chunk straddles one.
+    A sentence crossing a section, page or slide boundary is cut there: no chunk straddles one.
     """
     cuts = sorted(
         {b for s in doc.sections for b in (s.start, s.end)}
-        | {b for p in doc.pages for b in (p.start, p.end)}
+        | {b for p in (*doc.pages, *doc.slides) for b in (p.start, p.end)}
     )
     if not cuts:
         return [("", sentences)]
@@ -209,6 +209,19 @@ def _segments(doc: Document, sentences: list[Span]) -> list[tuple[str, list[Span
 def _page(page_starts: list[int], pos: int) -> int | None:
     """1-based page holding character pos, or None for an unpaginated document."""
     return max(bisect.bisect_right(page_starts, pos), 1) if page_starts else None
+
+
+def _rows(doc: Document, start: int, end: int) -> tuple[str, int | None, int | None]:
+    """Sheet and first and last spreadsheet row of the characters [start, end) of doc."""
+    if not doc.rows:
+        return "", None, None
+    starts = [r.start for r in doc.rows]
+    # The row holding start, or the next one when start lies between rows; likewise for end.
+    first = doc.rows[min(max(bisect.bisect_right(starts, start) - 1, 0), len(starts) - 1)]
+    if start >= first.end and first is not doc.rows[-1]:
+        first = doc.rows[bisect.bisect_right(starts, start)]
+    last = doc.rows[max(bisect.bisect_left(starts, end) - 1, 0)]
+    return first.sheet, first.number, max(last.number, first.number)
 
 
 def chunk_id(source: str, sha256: str, start: int, end: int) -> str:
@@ -246,6 +259,7 @@ class Chunker:
         )
         newlines = [m.start() for m in _NEWLINE.finditer(text)]
         page_starts = [p.start for p in doc.pages]
+        slide_starts = [p.start for p in doc.slides]
         chunks = []
         for path, spans in groups:
             context, context_tokens = self._context(doc.title, title_tokens, path)
@@ -254,6 +268,7 @@ class Chunker:
             for span in spans:
                 units.extend(self._fit(span, next(offsets), budget, text))
             for start, end in self._pack(units, budget):
+                sheet, row_start, row_end = _rows(doc, start, end)
                 chunks.append(
                     Chunk(
                         chunk_id=chunk_id(doc.source, doc.sha256, start, end),
@@ -268,6 +283,10 @@ class Chunker:
                         section=path,
                         page_start=_page(page_starts, start),
                         page_end=_page(page_starts, end - 1),
+                        slide=_page(slide_starts, start),
+                        sheet=sheet,
+                        row_start=row_start,
+                        row_end=row_end,
                     )
                 )
         return chunks

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.citations import place
 from service.config import Settings
 from service.errors import BuildInProgressError, DatasetError, GroundQAError
 
@@ -119,7 +120,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(f"Answer: {body.answer.text}\n")
     for p in body.passages:
         c = p.citation
-        print(f"[{p.rank}] {c.source}, lines {c.line_start}-{c.line_end} (score {p.score:.4f})")
+        where = place(c)  # slide, sheet and rows, or pages, where the format has them
+        at = f", {where}" if where else ""
+        print(f"[{p.rank}] {c.source}{at}, lines {c.line_start}-{c.line_end} (score {p.score:.4f})")
         print(f"    {p.text}\n")
     print(f"build {body.index.build_id}, {body.took_ms:.1f} ms")
     return 0

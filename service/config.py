@@ -86,6 +86,25 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(1, ge=0, le=8, description="Sentences shared by adjacent chunks.")
     max_file_bytes: int = Field(20_000_000, ge=1, description="Larger seed files are skipped.")
+    max_unzipped_bytes: int = Field(
+        200_000_000,
+        ge=1,
+        description="Office and e-book files that would unpack to more are skipped (zip bombs).",
+    )
+    max_sheet_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Rows indexed per spreadsheet sheet or CSV file; the rest is left out and "
+        "reported.",
+    )
+    ocr: Literal["auto", "off"] = Field(
+        "auto",
+        description="OCR of PDF pages without a text layer: auto (when Tesseract is installed) "
+        "or off.",
+    )
+    ocr_languages: str = Field(
+        "eng", description="Tesseract languages for OCR (installed traineddata, e.g. eng+deu)."
+    )
     ray_address: str | None = Field(
         None,
         description="Ray cluster `groundqa index --engine ray` joins (host:port, ray://host:port "

@@ -52,6 +52,10 @@ CITATION_KEYS = {
     "section",
     "page_start",
     "page_end",
+    "slide",
+    "sheet",
+    "row_start",
+    "row_end",
 }
 
 

@@ -8,10 +8,12 @@ import re
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from service.parsers.base import (
+    DEFAULT_OPTIONS,
     TITLE_MAX_CHARS,
     Heading,
     Parsed,
     ParseError,
+    ParseOptions,
     first_line_title,
     sections_from_headings,
 )
@@ -311,7 +313,7 @@ def _title(tree: LexborHTMLParser, text: str, headings: list[Heading], source: s
     return title[:TITLE_MAX_CHARS] if title else first_line_title(text, source)
 
 
-def parse(data: bytes, source: str) -> Parsed:
+def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:
     """The main text of an HTML page, with headings as sections and <title> as title."""
     tree = LexborHTMLParser(decode_html(data))
     root = _content_root(tree)

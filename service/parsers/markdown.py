@@ -6,9 +6,11 @@ import re
 from collections.abc import Iterator
 
 from service.parsers.base import (
+    DEFAULT_OPTIONS,
     TITLE_MAX_CHARS,
     Heading,
     Parsed,
+    ParseOptions,
     decode_utf8,
     first_line_title,
     sections_from_headings,
@@ -83,7 +85,7 @@ def title_of(text: str, found: list[Heading], fallback: str) -> str:
     return first_line_title(text, fallback)
 
 
-def parse(data: bytes, source: str) -> Parsed:
+def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:
     """The UTF-8 text as is, titled by its first `# ` heading, with heading sections."""
     text = decode_utf8(data)
     found = headings(text)
