@@ -85,7 +85,9 @@ class Settings(BaseSettings):
         256, ge=16, le=8192, description="Token budget per chunk (capped by the model limit)."
     )
     chunk_overlap: int = Field(1, ge=0, le=8, description="Sentences shared by adjacent chunks.")
-    max_file_bytes: int = Field(20_000_000, ge=1, description="Larger seed files are skipped.")
+    max_file_bytes: int = Field(
+        20_000_000, ge=1, description="Larger seed files (and e-mail attachments) are skipped."
+    )
     max_unzipped_bytes: int = Field(
         200_000_000,
         ge=1,

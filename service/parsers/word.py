@@ -27,11 +27,12 @@ _HEADING_STYLE = re.compile(r"heading\s*([1-9])$", re.IGNORECASE)
 
 
 def heading_level(style_name: str) -> int | None:
-    """Heading level of a paragraph style ("Heading 2" -> 2, "Title" -> 1), else None."""
+    """Heading level of a paragraph style, else None: "Title" is 1, "Heading n" is n + 1 (at
+    most 6), so a document's title heads the section path of its chapters."""
     if style_name.strip().lower() == "title":
         return 1
     match = _HEADING_STYLE.match(style_name.strip())
-    return min(int(match.group(1)), 6) if match else None
+    return min(int(match.group(1)) + 1, 6) if match else None
 
 
 def table_rows(table: Any) -> list[str]:
@@ -88,7 +89,7 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
     except Exception:
         title = ""
     if not title:
-        title = next((h.title for h in headings if h.level == 1), "")
+        title = next((h.title for h in headings if h.level <= 2), "")
     return Parsed(
         text=text,
         title=title[:TITLE_MAX_CHARS] or first_line_title(text, source),
