@@ -29,6 +29,9 @@ class ChunkerSettings:
 
 # A title longer than this is not prepended to embedded text: it would crowd out the passage.
 MAX_CONTEXT_TOKENS = 64
+# Spreadsheet rows per chunk at most: a citation names a few rows a person can check, and
+# each row, written as `header: value` lines, means something on its own.
+ROWS_PER_CHUNK = 5
 
 _ABBREVIATIONS = frozenset(
     {
@@ -182,6 +185,7 @@ def _segments(doc: Document, sentences: list[Span]) -> list[tuple[str, list[Span
     cuts = sorted(
         {b for s in doc.sections for b in (s.start, s.end)}
         | {b for p in (*doc.pages, *doc.slides) for b in (p.start, p.end)}
+        | _row_groups(doc)
     )
     if not cuts:
         return [("", sentences)]
@@ -204,6 +208,19 @@ def _segments(doc: Document, sentences: list[Span]) -> list[tuple[str, list[Span
                 groups.append((doc.sections[i].path if inside else "", []))
             groups[-1][1].append(piece)
     return groups
+
+
+def _row_groups(doc: Document) -> set[int]:
+    """Where each run of ROWS_PER_CHUNK rows of a sheet starts."""
+    cuts: set[int] = set()
+    sheet, count = None, 0
+    for row in doc.rows:
+        if row.sheet != sheet:
+            sheet, count = row.sheet, 0
+        if count % ROWS_PER_CHUNK == 0:
+            cuts.add(row.start)
+        count += 1
+    return cuts
 
 
 def _page(page_starts: list[int], pos: int) -> int | None:

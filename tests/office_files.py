@@ -88,6 +88,33 @@ def make_xlsx(rows: int = 30) -> bytes:
     return out.getvalue()
 
 
+def make_million_row_xlsx(rows: int = 1_000_000) -> bytes:
+    """A workbook whose Budget sheet has `rows` rows, written as Excel writes a sheet (with its
+    <dimension>) into a workbook made by openpyxl; a few MB on disk."""
+    template = zipfile.ZipFile(io.BytesIO(make_xlsx(rows=1)))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for info in template.infolist():
+            if info.filename != "xl/worksheets/sheet1.xml":
+                z.writestr(info, template.read(info))
+                continue
+            with z.open(info.filename, "w") as part:
+                part.write(
+                    b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+                    b'spreadsheetml/2006/main"><dimension ref="A1:A%d"/><sheetData>'
+                    b'<row r="1"><c r="A1" t="inlineStr"><is><t>Reading</t></is></c></row>' % rows
+                )
+                for start in range(2, rows + 1, 10_000):
+                    part.write(
+                        b"".join(
+                            b'<row r="%d"><c r="A%d"><v>7</v></c></row>' % (r, r)
+                            for r in range(start, min(start + 10_000, rows + 1))
+                        )
+                    )
+                part.write(b"</sheetData></worksheet>")
+    return out.getvalue()
+
+
 def make_epub() -> bytes:
     """An EPUB 3 with two chapters, the second with two headings."""
     chapters = {

@@ -4,17 +4,24 @@ are skipped or bounded and reported."""
 
 from __future__ import annotations
 
+import io
+import re
+import sqlite3
+import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from service import cli
 from service.citations import Citation, Passage, location
 from service.config import Settings
-from service.indexing import Builder
-from service.models import Row, Section, Span
+from service.indexing import Builder, reuse
+from service.ingest import parse_seed, scan_seeds
+from service.models import Chunk, Document, Row, Section, Span
 from service.parsers import (
     delimited,
     epub,
@@ -37,6 +44,7 @@ from tests.office_files import (
     make_docx,
     make_eml,
     make_encrypted_office,
+    make_million_row_xlsx,
     make_epub,
     make_odt,
     make_pptx,
@@ -147,7 +155,8 @@ def test_questions_are_answered_with_their_location(
     assert "Project: Project 12\nAmount: 4006\nOwner: Ingrid" in rows["text"]
     c = rows["citation"]
     assert c["sheet"] == "Budget" and c["section"] == "Budget"
-    assert c["row_start"] <= 14 <= c["row_end"]  # Project 12 is on row 14 (header on row 1)
+    # Project 12 is on row 14 (the header is row 1); chunks hold runs of five rows from row 2.
+    assert (c["row_start"], c["row_end"]) == (12, 16)
 
     desk = ask(client, "Which desk does Bjorn sit at?", "staff.csv")
     assert "Name: Bjorn\nDesk: 7C" in desk["text"]
@@ -276,6 +285,40 @@ def test_sheet_over_the_row_limit_is_bounded_and_reported(
     assert max(c.row_end or 0 for c in chunks if c.sheet == "Budget") == 100
 
 
+def test_million_row_sheet_is_read_up_to_the_limit() -> None:
+    parsed = spreadsheet.parse(make_million_row_xlsx(), "readings.xlsx")
+    assert parsed.omitted == (
+        "sheet Budget: rows after 10000 of 1000000 not indexed (GROUNDQA_MAX_SHEET_ROWS)",
+    )
+    budget = [r for r in parsed.rows if r.sheet == "Budget"]
+    assert (len(budget), budget[0].number, budget[-1].number) == (9999, 2, 10000)
+
+
+def test_sheet_chunks_are_runs_of_five_rows(
+    seeds: Path, builder: Builder, settings: Settings
+) -> None:
+    (seeds / "budget.xlsx").write_bytes(make_xlsx(rows=12))
+    builder.build()
+    chunks = list(store_of(settings).iter_chunks("budget.xlsx"))
+    assert [(c.sheet, c.row_start, c.row_end) for c in chunks] == [
+        ("Budget", 2, 6),
+        ("Budget", 7, 11),
+        ("Budget", 12, 13),
+        ("Staff", 2, 2),
+    ]
+    assert chunks[1].text.startswith("Project: Project 5\n") and chunks[1].section == "Budget"
+
+
+def test_macro_enabled_workbook_is_read_without_its_macros() -> None:
+    data = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(make_xlsx(rows=1))) as src, zipfile.ZipFile(data, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        dst.writestr("xl/vbaProject.bin", b"Attribute VB_Name = zzmacrozz")
+    parsed = spreadsheet.parse(data.getvalue(), "budget.xlsm")
+    assert "zzmacrozz" not in parsed.text and parsed.text.startswith("Project: Project 0\n")
+
+
 def test_csv_dialect_and_row_numbers() -> None:
     parsed = delimited.parse(b"\xef\xbb\xbfcity;people\nBergen;285000\n\nTromso;77000\n", "c.csv")
     assert parsed.text == "city: Bergen\npeople: 285000\n\ncity: Tromso\npeople: 77000"
@@ -309,6 +352,20 @@ def test_eml_title_line_body_and_attachments() -> None:
     assert [(a.name, a.data) for a in parsed.attachments] == [
         ("a.pdf", b"%PDF-1.4"),
         ("a-2.pdf", b"%PDF-1.7"),
+    ]
+
+
+def test_eml_attachments_that_cannot_be_read_are_reported(seeds: Path) -> None:
+    (seeds / "mail.eml").write_bytes(
+        make_eml({"broken.pdf": b"%PDF-1.7 garbage", "notes.txt": b"Bring the ladder.\n"})
+    )
+    files, _ = scan_seeds(seeds, 1_000_000)
+    doc = parse_seed(files[0])
+    assert [(a.source, a.text) for a in doc.attachments] == [
+        ("mail.eml/notes.txt", "Bring the ladder.\n")
+    ]
+    assert [(s.source, s.reason.split(" (")[0]) for s in doc.omitted] == [
+        ("mail.eml/broken.pdf", "broken PDF")
     ]
 
 
@@ -361,6 +418,70 @@ def test_ocr_off_leaves_scanned_pages_out() -> None:
         pdf.parse(make_scanned_pdf(), "scan.pdf", ParseOptions(ocr="off"))
 
 
+# --- building on -----------------------------------------------------------------------------
+
+
+def test_previous_chunks_are_reused_only_while_they_slice_the_text() -> None:
+    doc = Document("a.pdf", "A", "Page one.\n\nPage two.", "sha", 20)
+    chunk = Chunk("id", "a.pdf", "A", "Page two.", 11, 20, 3, 3)
+    assert reuse([chunk], doc) == [chunk]
+    # The same bytes read differently (an OCR engine installed since): chunked again.
+    assert reuse([chunk], replace(doc, text="Page one.\n\nPage 2.")) is None
+    assert reuse(None, doc) is None
+
+
+def test_builds_written_before_slides_and_rows_still_read(
+    seeds: Path, builder: Builder, settings: Settings
+) -> None:
+    (seeds / "notes.txt").write_text("The cafe serves green tea.\n")
+    builder.build()
+    build_id = read_pointer(settings.index_dir)
+    assert build_id is not None
+    path = build_path(settings.index_dir, build_id) / CHUNKS_DB
+    with sqlite3.connect(path) as con:
+        for column in ("slide", "sheet", "row_start", "row_end"):
+            con.execute(f"ALTER TABLE chunks DROP COLUMN {column}")
+    (chunk,) = ChunkStore(path).iter_chunks("notes.txt")
+    assert (chunk.text, chunk.slide, chunk.sheet, chunk.row_start) == (
+        "The cafe serves green tea.",
+        None,
+        "",
+        None,
+    )
+
+
+def test_cli_ask_names_the_slide(
+    seeds: Path,
+    builder: Builder,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_embedder: Any,
+    no_groundqa_env: None,
+) -> None:
+    (seeds / "plan.pptx").write_bytes(make_pptx())
+    builder.build()
+    monkeypatch.setattr("service.embedding.embedder_for", lambda *a, **k: fake_embedder)
+    code = cli.main(
+        [
+            "ask",
+            "quarterly licence sales target kroner",
+            "--top-k",
+            "1",
+            "--index",
+            str(settings.index_dir),
+            "--seeds",
+            str(settings.seeds_dir),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert re.fullmatch(
+        r"\[1\] plan\.pptx, slide 4, lines \d+-\d+ \(score -?\d+\.\d{4}\)", lines[2]
+    )
+
+
 # --- how locations read ----------------------------------------------------------------------
 
 
@@ -388,3 +509,22 @@ def test_location_labels(fields: dict[str, Any], label: str) -> None:
     # Lines are counted within the cited span (one line here); the other places are the passage's.
     expected = "deck.pptx, line 3" if not fields else f"deck.pptx, {label}"
     assert source.label == expected
+
+
+def test_mcp_source_line_names_the_slide() -> None:
+    from service.api.mcp import source_line
+    from service.api.schemas import CitationOut, PassageOut
+
+    cited = CitationOut(
+        source="plan.pptx",
+        title="Plan 1",
+        char_start=0,
+        char_end=5,
+        line_start=7,
+        line_end=9,
+        chunk_id="c",
+        url="/v1/documents/plan.pptx#L7-L9",
+        slide=4,
+    )
+    passage = PassageOut(rank=1, score=1.0, text="Sales", highlights=[], citation=cited)
+    assert source_line(passage) == "[1] plan.pptx, slide 4, lines 7-9"

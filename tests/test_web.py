@@ -457,3 +457,37 @@ def test_deep_link_waits_for_the_api_key(page: Page, keyed_url: str) -> None:
     mark = page.locator("#doc-view mark#cited-span")
     expect(mark).to_have_count(1)
     assert mark.text_content() == text["text"][0:40]
+
+
+@pytest.fixture(scope="module")
+def office_url(tmp_path_factory: pytest.TempPathFactory, web_embedder: Embedder) -> Iterator[str]:
+    """A real server over a presentation and a workbook."""
+    from tests.office_files import make_pptx, make_xlsx
+
+    folder = tmp_path_factory.mktemp("web-office")
+    seeds = folder / "seeds"
+    seeds.mkdir()
+    (seeds / "plan.pptx").write_bytes(make_pptx())
+    (seeds / "budget.xlsx").write_bytes(make_xlsx())
+    settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=folder / "index")
+    Builder(settings, web_embedder).build()
+    with serve(create_app(settings, embedder=web_embedder)) as url:
+        yield url
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("question", "label"),
+    [
+        ("What is the quarterly licence sales target?", "plan.pptx · slide 4, lines "),
+        ("Which project does Ingrid own?", "budget.xlsx · Budget, rows 12–16, lines "),
+    ],
+)
+def test_passages_name_their_slide_or_rows(
+    page: Page, office_url: str, question: str, label: str
+) -> None:
+    """A passage of a deck names its slide, one of a workbook its sheet and rows."""
+    page.goto(f"{office_url}/")
+    ask_in_page(page, question)
+    expect(page.locator("#status")).to_contain_text("Answer ready", timeout=30_000)
+    expect(page.locator("#passage-1 button.citation")).to_contain_text(label)
