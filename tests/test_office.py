@@ -407,7 +407,8 @@ def test_without_tesseract_scanned_pages_are_skipped_with_a_hint(
         pdf.parse(make_scanned_pdf(), "scan.pdf")
     assert str(caught.value) == (
         "no extractable text (scanned or image-only PDF?): pages 1-2: no text layer; "
-        "install Tesseract (apt-get install tesseract-ocr tesseract-ocr-eng) to OCR them"
+        "install Tesseract (apt-get install tesseract-ocr tesseract-ocr-eng), then run "
+        "`groundqa index --full` to OCR them"
     )
 
 

@@ -19,7 +19,11 @@ from service.parsers.base import ParseOptions, clean
 DPI = 300
 MAX_PIXELS = 40_000_000  # a poster-sized page is rendered smaller rather than filling memory
 PAGE_TIMEOUT = 180  # seconds Tesseract may take on one page
-INSTALL_HINT = "install Tesseract (apt-get install tesseract-ocr tesseract-ocr-eng) to OCR them"
+# Files indexed (or skipped) without OCR are not re-read until they change: hence --full.
+INSTALL_HINT = (
+    "install Tesseract (apt-get install tesseract-ocr tesseract-ocr-eng), then run "
+    "`groundqa index --full` to OCR them"
+)
 
 
 @dataclass(frozen=True, slots=True)
