@@ -529,3 +529,22 @@ def test_mcp_source_line_names_the_slide() -> None:
     )
     passage = PassageOut(rank=1, score=1.0, text="Sales", highlights=[], citation=cited)
     assert source_line(passage) == "[1] plan.pptx, slide 4, lines 7-9"
+
+
+def test_external_links_are_never_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
+    from docx import Document as WordDocument
+    from docx.opc.constants import RELATIONSHIP_TYPE
+
+    doc = WordDocument()
+    doc.add_paragraph("See the linked chart.")
+    doc.part.relate_to("http://192.0.2.1/chart.png", RELATIONSHIP_TYPE.IMAGE, is_external=True)
+    doc.part.relate_to("http://192.0.2.1/", RELATIONSHIP_TYPE.HYPERLINK, is_external=True)
+    data = io.BytesIO()
+    doc.save(data)
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a parser opened a connection")
+
+    monkeypatch.setattr("socket.socket.connect", no_network)
+    monkeypatch.setattr("socket.create_connection", no_network)
+    assert word.parse(data.getvalue(), "linked.docx").text == "See the linked chart."
