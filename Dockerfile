@@ -17,7 +17,14 @@ COPY seeds ./seeds
 RUN /opt/groundqa/bin/groundqa index --seeds /src/seeds --index /src/index
 
 # ---- runtime stage: the virtualenv, the seeds and their index; no build tools ----
+# (The bundled seeds are text: the build stage needs no OCR. Mounted seeds are indexed here.)
 FROM python:3.11-slim
+# Tesseract OCRs scanned PDF pages (GROUNDQA_OCR=auto); Debian's package, a runtime program.
+# Unpinned: Debian's stable suite only ships security fixes for it.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 groundqa \
     && useradd --create-home --uid 10001 --gid 10001 groundqa
 COPY --from=build /opt/groundqa /opt/groundqa

@@ -29,6 +29,9 @@ class ChunkerSettings:
 
 # A title longer than this is not prepended to embedded text: it would crowd out the passage.
 MAX_CONTEXT_TOKENS = 64
+# Spreadsheet rows per chunk at most: a citation names a few rows a person can check, and
+# each row, written as `header: value` lines, means something on its own.
+ROWS_PER_CHUNK = 5
 
 _ABBREVIATIONS = frozenset(
     {
@@ -177,11 +180,12 @@ def _split_long(
 def _segments(doc: Document, sentences: list[Span]) -> list[tuple[str, list[Span]]]:
     """Sentences grouped by the section and page they lie in, with each group's section path.
 
-    A sentence crossing a section or page boundary is cut there: no chunk straddles one.
+    A sentence crossing a section, page or slide boundary is cut there: no chunk straddles one.
     """
     cuts = sorted(
         {b for s in doc.sections for b in (s.start, s.end)}
-        | {b for p in doc.pages for b in (p.start, p.end)}
+        | {b for p in (*doc.pages, *doc.slides) for b in (p.start, p.end)}
+        | _row_groups(doc)
     )
     if not cuts:
         return [("", sentences)]
@@ -206,9 +210,35 @@ def _segments(doc: Document, sentences: list[Span]) -> list[tuple[str, list[Span
     return groups
 
 
+def _row_groups(doc: Document) -> set[int]:
+    """Where each run of ROWS_PER_CHUNK rows of a sheet starts."""
+    cuts: set[int] = set()
+    sheet, count = None, 0
+    for row in doc.rows:
+        if row.sheet != sheet:
+            sheet, count = row.sheet, 0
+        if count % ROWS_PER_CHUNK == 0:
+            cuts.add(row.start)
+        count += 1
+    return cuts
+
+
 def _page(page_starts: list[int], pos: int) -> int | None:
     """1-based page holding character pos, or None for an unpaginated document."""
     return max(bisect.bisect_right(page_starts, pos), 1) if page_starts else None
+
+
+def _rows(doc: Document, start: int, end: int) -> tuple[str, int | None, int | None]:
+    """Sheet and first and last spreadsheet row of the characters [start, end) of doc."""
+    if not doc.rows:
+        return "", None, None
+    starts = [r.start for r in doc.rows]
+    # The row holding start, or the next one when start lies between rows; likewise for end.
+    first = doc.rows[min(max(bisect.bisect_right(starts, start) - 1, 0), len(starts) - 1)]
+    if start >= first.end and first is not doc.rows[-1]:
+        first = doc.rows[bisect.bisect_right(starts, start)]
+    last = doc.rows[max(bisect.bisect_left(starts, end) - 1, 0)]
+    return first.sheet, first.number, max(last.number, first.number)
 
 
 def chunk_id(source: str, sha256: str, start: int, end: int) -> str:
@@ -246,6 +276,7 @@ class Chunker:
         )
         newlines = [m.start() for m in _NEWLINE.finditer(text)]
         page_starts = [p.start for p in doc.pages]
+        slide_starts = [p.start for p in doc.slides]
         chunks = []
         for path, spans in groups:
             context, context_tokens = self._context(doc.title, title_tokens, path)
@@ -254,6 +285,7 @@ class Chunker:
             for span in spans:
                 units.extend(self._fit(span, next(offsets), budget, text))
             for start, end in self._pack(units, budget):
+                sheet, row_start, row_end = _rows(doc, start, end)
                 chunks.append(
                     Chunk(
                         chunk_id=chunk_id(doc.source, doc.sha256, start, end),
@@ -268,6 +300,10 @@ class Chunker:
                         section=path,
                         page_start=_page(page_starts, start),
                         page_end=_page(page_starts, end - 1),
+                        slide=_page(slide_starts, start),
+                        sheet=sheet,
+                        row_start=row_start,
+                        row_end=row_end,
                     )
                 )
         return chunks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote, urlencode
 
 from service.models import Chunk, Hit, Span
@@ -24,6 +25,10 @@ class Citation:
     page_start: int | None = None  # 1-based pages of a PDF, None for other formats
     page_end: int | None = None
     collection: str = "default"  # the top-level seeds/ folder of the source
+    slide: int | None = None  # 1-based slide of a presentation
+    sheet: str | None = None  # spreadsheet sheet name (None for CSV and other formats)
+    row_start: int | None = None  # spreadsheet rows as the application numbers them
+    row_end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +62,43 @@ def span_link(base_url: str, source: str, char_start: int, char_end: int) -> str
     return f"{base_url.rstrip('/')}/?{query}"
 
 
+class Located(Protocol):
+    """Anything carrying a citation's location fields (Citation, the API's CitationOut)."""
+
+    @property
+    def slide(self) -> int | None: ...
+    @property
+    def sheet(self) -> str | None: ...
+    @property
+    def row_start(self) -> int | None: ...
+    @property
+    def row_end(self) -> int | None: ...
+    @property
+    def page_start(self) -> int | None: ...
+    @property
+    def page_end(self) -> int | None: ...
+
+
+def place(citation: Located) -> str | None:
+    """The slide, the sheet and rows, or the pages of a citation ("slide 4", "Budget, rows
+    10-14", "page 3"); None for formats cited by lines."""
+    if citation.slide is not None:
+        return f"slide {citation.slide}"
+    if citation.row_start is not None:
+        last = citation.row_end or citation.row_start
+        rows = f"row {last}" if last == citation.row_start else f"rows {citation.row_start}-{last}"
+        return f"{citation.sheet}, {rows}" if citation.sheet else rows
+    if citation.page_start is not None:
+        pages = citation.page_start, citation.page_end or citation.page_start
+        return f"page {pages[0]}" if pages[0] == pages[1] else f"pages {pages[0]}-{pages[1]}"
+    return None
+
+
 def location(citation: Citation) -> str:
-    """Where a person looks in the source: its pages, else its lines."""
+    """Where a person looks in the source: its slide, rows or pages, else its lines."""
+    found = place(citation)
+    if found is not None:
+        return found
     if citation.page_start is not None:
         pages = citation.page_start, citation.page_end or citation.page_start
         return f"page {pages[0]}" if pages[0] == pages[1] else f"pages {pages[0]}-{pages[1]}"
@@ -85,6 +125,10 @@ def cite(chunk: Chunk) -> Citation:
         page_start=chunk.page_start,
         page_end=chunk.page_end,
         collection=chunk.collection,
+        slide=chunk.slide,
+        sheet=chunk.sheet or None,
+        row_start=chunk.row_start,
+        row_end=chunk.row_end,
     )
 
 

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from service.citations import place
 from service.config import Settings
 from service.errors import (
     BuildInProgressError,
@@ -177,7 +178,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(f"Answer: {body.answer.text}\n")
     for p in body.passages:
         c = p.citation
-        print(f"[{p.rank}] {c.source}, lines {c.line_start}-{c.line_end} (score {p.score:.4f})")
+        where = place(c)  # slide, sheet and rows, or pages, where the format has them
+        at = f", {where}" if where else ""
+        print(f"[{p.rank}] {c.source}{at}, lines {c.line_start}-{c.line_end} (score {p.score:.4f})")
         print(f"    {p.text}\n")
     print(f"build {body.index.build_id}, {body.took_ms:.1f} ms")
     return 0

@@ -87,7 +87,28 @@ class Settings(BaseSettings):
         256, ge=16, le=8192, description="Token budget per chunk (capped by the model limit)."
     )
     chunk_overlap: int = Field(1, ge=0, le=8, description="Sentences shared by adjacent chunks.")
-    max_file_bytes: int = Field(20_000_000, ge=1, description="Larger seed files are skipped.")
+    max_file_bytes: int = Field(
+        20_000_000, ge=1, description="Larger seed files (and e-mail attachments) are skipped."
+    )
+    max_unzipped_bytes: int = Field(
+        200_000_000,
+        ge=1,
+        description="Office and e-book files that would unpack to more are skipped (zip bombs).",
+    )
+    max_sheet_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Rows indexed per spreadsheet sheet or CSV file; the rest is left out and "
+        "reported.",
+    )
+    ocr: Literal["auto", "off"] = Field(
+        "auto",
+        description="OCR of PDF pages without a text layer: auto (when Tesseract is installed) "
+        "or off.",
+    )
+    ocr_languages: str = Field(
+        "eng", description="Tesseract languages for OCR (installed traineddata, e.g. eng+deu)."
+    )
     max_text_chars: int = Field(
         2_000_000,
         ge=1,

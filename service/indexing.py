@@ -24,10 +24,10 @@ from service.chunking import Chunker, ChunkerSettings, embedding_text
 from service.config import Settings
 from service.embedding import Embedder, Vectors, model_fingerprint
 from service.errors import BuildInProgressError, GroundQAError, IndexWriteError
-from service.ingest import SeedFile, parse_seed, scan_seeds
+from service.ingest import SeedFile, documents_of, parse_options, parse_seed, scan_seeds
 from service.keyword import KEYWORD_VERSION, KeywordIndex
 from service.models import Chunk, Document, Skipped
-from service.parsers.base import ParseError, ParseLimits
+from service.parsers.base import DEFAULT_OPTIONS, ParseError, ParseLimits, ParseOptions
 from service.store import (
     BUILDS,
     CHUNKS_DB,
@@ -52,7 +52,7 @@ from service.store import (
 from service.vectors import AnnSettings, write_vectors
 
 # Bump when chunk boundaries change for the same settings: forces a full rebuild.
-CHUNKER_VERSION = 2  # 2: sections and pages (Markdown, HTML, PDF)
+CHUNKER_VERSION = 3  # 2: sections and pages (Markdown, HTML, PDF); 3: slides, sheets, rows
 KEEP_BUILDS = 2
 EMBED_SLICE = 1024  # texts embedded between two commits to the embedding cache
 LOCK_FILE = ".lock"
@@ -74,6 +74,11 @@ def index_fingerprint(settings: Settings, model_id: str) -> dict[str, Any]:
         "chunker_version": CHUNKER_VERSION,
         "keyword": KEYWORD_VERSION,
         "format_version": FORMAT_VERSION,
+        # What parsers produce from the same bytes: a change re-reads every file.
+        "max_sheet_rows": settings.max_sheet_rows,
+        "max_unzipped_bytes": settings.max_unzipped_bytes,
+        "ocr": settings.ocr,
+        "ocr_languages": settings.ocr_languages,
     }
 
 
@@ -283,10 +288,15 @@ class LocalEngine:
     slice_size = EMBED_SLICE
 
     def __init__(
-        self, chunker: Chunker, embedder: Embedder, limits: ParseLimits | None = None
+        self,
+        chunker: Chunker,
+        embedder: Embedder,
+        options: ParseOptions = DEFAULT_OPTIONS,
+        limits: ParseLimits | None = None,
     ) -> None:
         self.chunker = chunker
         self.embedder = embedder
+        self.options = options
         self.limits = limits or ParseLimits()
 
     def chunk(
@@ -298,12 +308,15 @@ class LocalEngine:
         skipped: list[Skipped] = []
         for seed in seeds:
             try:
-                doc = parse_seed(seed, self.limits)
+                parsed = parse_seed(seed, self.options, self.limits)
             except (ParseError, OSError) as exc:
                 skipped.append(Skipped(seed.source, str(exc)))
                 continue
-            documents.append(doc)
-            chunks_by_source[doc.source] = reusable.get(doc.source) or self.chunker.chunk(doc)
+            for doc in documents_of(parsed):
+                documents.append(doc)
+                chunks_by_source[doc.source] = reuse(reusable.get(doc.source), doc) or (
+                    self.chunker.chunk(doc)
+                )
         return documents, chunks_by_source, skipped
 
     def embed(self, texts: Sequence[str]) -> Vectors:
@@ -312,6 +325,17 @@ class LocalEngine:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def reuse(chunks: list[Chunk] | None, doc: Document) -> list[Chunk] | None:
+    """The previous build's chunks of doc when they still slice its text exactly (OCR output
+    or a parser can change for the same bytes); None when doc must be chunked again."""
+    if not chunks:
+        return None
+    text = doc.text
+    if all(text[c.char_start : c.char_end] == c.text for c in chunks):
+        return chunks
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +392,9 @@ class Builder:
         self.settings = settings
         self.embedder = embedder
         self.chunker = chunker_for(settings, embedder)
-        self.engine: Engine = engine or LocalEngine(self.chunker, embedder, parse_limits(settings))
+        self.engine: Engine = engine or LocalEngine(
+            self.chunker, embedder, parse_options(settings), parse_limits(settings)
+        )
 
     def build(
         self,
@@ -453,7 +479,8 @@ class Builder:
             documents=documents,
             chunks_by_source=chunks_by_source,
             rows=rows,
-            skipped=list(scan.plan.skipped) + unparsed,
+            # Files indexed in part (rows over the limit, pages not OCRed, attachments) say so.
+            skipped=list(scan.plan.skipped) + unparsed + [s for d in documents for s in d.omitted],
             rejected={s.source: sha_by_source[s.source] for s in unparsed},
         )
 
@@ -488,6 +515,7 @@ class Builder:
                     collection=collection_of(d.source),
                 )
                 for d in chunked.documents
+                if d.source in seeds_by_source  # attachments are no seed files of their own
             },
             skipped=tuple(chunked.skipped),
             rejected=chunked.rejected,

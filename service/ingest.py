@@ -8,13 +8,17 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.errors import SeedsNotFoundError
 from service.models import Document, Skipped
 from service.parsers import PARSERS
-from service.parsers.base import ParseError, ParseLimits
+from service.parsers.base import DEFAULT_OPTIONS, Parsed, ParseError, ParseLimits, ParseOptions
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,30 +150,99 @@ def scan_seeds(seeds_dir: Path, max_file_bytes: int) -> tuple[list[SeedFile], li
     return files, skipped
 
 
-def parse_seed(seed: SeedFile, limits: ParseLimits | None = None) -> Document:
-    """Read and parse one seed file within limits (text length, time); raises ParseError or
-    OSError when it cannot be indexed."""
-    data = seed.path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != seed.sha256:
-        # Changed between scan and parse: index what the manifest will claim, or nothing.
-        raise ParseError("file changed while indexing; run the build again")
-    try:
-        parsed = PARSERS[seed.path.suffix.lower()](
-            data, seed.source, (limits or ParseLimits()).start()
-        )
-    except (ParseError, OSError):
-        raise
-    except (Exception, RecursionError) as exc:  # a parser's bug on one file must not stop a build
-        raise ParseError(f"cannot parse ({type(exc).__name__}: {exc})") from exc
+def parse_options(settings: Settings) -> ParseOptions:
+    """The parsers' limits and OCR settings of a configuration."""
+    return ParseOptions(
+        max_unzipped_bytes=settings.max_unzipped_bytes,
+        max_sheet_rows=settings.max_sheet_rows,
+        max_attachment_bytes=settings.max_file_bytes,
+        ocr=settings.ocr,
+        ocr_languages=settings.ocr_languages,
+        ocr_cache_dir=settings.index_dir / "cache" / "ocr",
+    )
+
+
+def _document(source: str, data: bytes, sha256: str, parsed: Parsed) -> Document:
+    """The Document of a parse; attachments are added by the caller."""
     if not parsed.text.strip():
         # Only a BOM or Unicode spaces: nothing to chunk or cite.
         raise ParseError("empty file")
     return Document(
-        source=seed.source,
+        source=source,
         title=parsed.title,
         text=parsed.text,
-        sha256=seed.sha256,
-        size=seed.size,
+        sha256=sha256,
+        size=len(data),
         sections=parsed.sections,
         pages=parsed.pages,
+        slides=parsed.slides,
+        rows=parsed.rows,
+        omitted=tuple(Skipped(source, reason) for reason in parsed.omitted),
     )
+
+
+def _attachment(
+    parent: str, name: str, data: bytes, options: ParseOptions, limits: ParseLimits
+) -> Document:
+    """An attachment parsed as its own document `parent/name`; ParseError when it cannot be."""
+    source = f"{parent}/{name}"
+    parsed = _parse(data, source, options, limits)
+    doc = _document(source, data, hashlib.sha256(data).hexdigest(), parsed)
+    if parsed.attachments:
+        # One level only: a message forwarded inside a message inside a message is rare, and
+        # unbounded nesting would be a way to multiply work.
+        extra = Skipped(source, "attachments of an attachment are not indexed")
+        doc = replace(doc, omitted=(*doc.omitted, extra))
+    return doc
+
+
+def _parse(data: bytes, source: str, options: ParseOptions, limits: ParseLimits) -> Parsed:
+    """One parse within limits (text length, time): ParseError or OSError when it fails, a
+    parser's own bug included (one file must not stop a build)."""
+    budget = limits.start()
+    parser = PARSERS.get(Path(source).suffix.lower())
+    if parser is None:
+        raise ParseError(f"unsupported file type {Path(source).suffix or '(none)'}")
+    try:
+        parsed = parser(data, source, replace(options, budget=budget))
+        budget.check(len(parsed.text))  # for parsers that do not check as they go
+    except (ParseError, OSError):
+        raise
+    except (Exception, RecursionError) as exc:
+        raise ParseError(f"cannot parse ({type(exc).__name__}: {exc})") from exc
+    return parsed
+
+
+def parse_seed(
+    seed: SeedFile, options: ParseOptions = DEFAULT_OPTIONS, limits: ParseLimits | None = None
+) -> Document:
+    """Read and parse one seed file within limits; raises ParseError or OSError when it
+    cannot be indexed.
+
+    Attachments of supported types come back as documents of their own in `attachments`;
+    the parts left out (of the file or its attachments) are listed in `omitted`.
+    """
+    limits = limits or ParseLimits()
+    data = seed.path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != seed.sha256:
+        # Changed between scan and parse: index what the manifest will claim, or nothing.
+        raise ParseError("file changed while indexing; run the build again")
+    parsed = _parse(data, seed.source, options, limits)
+    doc = _document(seed.source, data, seed.sha256, parsed)
+    attachments: list[Document] = []
+    omitted = list(doc.omitted)
+    for attachment in parsed.attachments:
+        try:
+            attachments.append(
+                _attachment(seed.source, attachment.name, attachment.data, options, limits)
+            )
+        except ParseError as exc:
+            omitted.append(Skipped(f"{seed.source}/{attachment.name}", str(exc)))
+    for child in attachments:
+        omitted.extend(child.omitted)
+    return replace(doc, attachments=tuple(attachments), omitted=tuple(omitted))
+
+
+def documents_of(doc: Document) -> list[Document]:
+    """A parsed seed and its attachments, each a document of its own (without nesting)."""
+    return [replace(doc, attachments=()), *(replace(a, omitted=()) for a in doc.attachments)]

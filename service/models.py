@@ -18,6 +18,10 @@ class Document:
     size: int
     sections: tuple[Section, ...] = ()  # heading sections, in order, not overlapping
     pages: tuple[Span, ...] = ()  # page i + 1 of a paginated source (PDF)
+    slides: tuple[Span, ...] = ()  # slide i + 1 of a presentation (empty span: no text)
+    rows: tuple[Row, ...] = ()  # spreadsheet rows, in text order
+    omitted: tuple[Skipped, ...] = ()  # parts left out (rows over the limit, pages not OCRed)
+    attachments: tuple[Document, ...] = ()  # documents inside this one (e-mail attachments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,16 @@ class Span:
 
     start: int
     end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A spreadsheet row's character range, its sheet ("" for CSV) and 1-based row number."""
+
+    start: int
+    end: int
+    sheet: str
+    number: int
 
 
 SECTION_SEPARATOR = " > "  # between the headings of a section path
@@ -64,6 +78,10 @@ class Chunk:
     section: str = ""  # heading path of the section holding the chunk, "" when none
     page_start: int | None = None  # 1-based pages of a paginated source, else None
     page_end: int | None = None
+    slide: int | None = None  # 1-based slide of a presentation (a chunk never spans two)
+    sheet: str = ""  # spreadsheet sheet name, "" when none
+    row_start: int | None = None  # 1-based spreadsheet rows, as the application numbers them
+    row_end: int | None = None
 
     @property
     def collection(self) -> str:

@@ -29,10 +29,10 @@ from service.chunking import Chunker
 from service.config import Settings, bundled_model_path
 from service.embedding import Embedder, Vectors, load_embedder
 from service.errors import GroundQAError, ModelLoadError
-from service.indexing import chunker_for, parse_limits
-from service.ingest import SeedFile, parse_seed
+from service.indexing import chunker_for, parse_limits, reuse
+from service.ingest import SeedFile, documents_of, parse_options, parse_seed
 from service.models import Chunk, Document, Skipped
-from service.parsers.base import ParseError, ParseLimits
+from service.parsers.base import ParseError, ParseLimits, ParseOptions
 
 INSTALL_HINT = "pip install 'groundqa[ray]'"
 FILES_PER_TASK = 32  # seed files parsed and chunked by one task
@@ -83,7 +83,9 @@ def settings_factory(settings: Settings) -> EmbedderFactory:
     )
 
 
-def _parse_and_chunk(batch: Batch, chunker: Chunker, limits: ParseLimits) -> Batch:
+def _parse_and_chunk(
+    batch: Batch, chunker: Chunker, options: ParseOptions, limits: ParseLimits
+) -> Batch:
     """Ray task: parse a batch of seed files and chunk those marked; pickled outcomes."""
     payloads = []
     rows = zip(
@@ -97,12 +99,13 @@ def _parse_and_chunk(batch: Batch, chunker: Chunker, limits: ParseLimits) -> Bat
     for source, path, sha256, size, rechunk in rows:
         seed = SeedFile(str(source), Path(str(path)), str(sha256), int(size))
         try:
-            doc = parse_seed(seed, limits)
+            parsed = parse_seed(seed, options, limits)
         except (ParseError, OSError) as exc:
             payloads.append(pickle.dumps(("skipped", str(exc))))
             continue
-        chunks = chunker.chunk(doc) if rechunk else None
-        payloads.append(pickle.dumps(("parsed", doc, chunks)))
+        docs = documents_of(parsed)  # the file, then its attachments
+        chunks = [chunker.chunk(d) for d in docs] if rechunk else None
+        payloads.append(pickle.dumps(("parsed", docs, chunks)))
     return {"source": batch["source"], "payload": np.array(payloads, dtype=object)}
 
 
@@ -223,7 +226,11 @@ class RayEngine:
             rows, override_num_blocks=math.ceil(len(rows) / FILES_PER_TASK)
         ).map_batches(
             _parse_and_chunk,
-            fn_kwargs={"chunker": self.chunker, "limits": parse_limits(self.settings)},
+            fn_kwargs={
+                "chunker": self.chunker,
+                "options": parse_options(self.settings),
+                "limits": parse_limits(self.settings),
+            },
             batch_size=FILES_PER_TASK,
             batch_format="numpy",
             num_cpus=1,
@@ -240,9 +247,14 @@ class RayEngine:
             if outcome[0] == "skipped":
                 skipped.append(Skipped(seed.source, outcome[1]))
                 continue
-            _, doc, chunks = outcome
-            documents.append(doc)
-            chunks_by_source[doc.source] = reusable[doc.source] if chunks is None else chunks
+            _, docs, chunks = outcome
+            for i, doc in enumerate(docs):
+                documents.append(doc)
+                chunks_by_source[doc.source] = (
+                    chunks[i]
+                    if chunks is not None
+                    else reuse(reusable.get(doc.source), doc) or self.chunker.chunk(doc)
+                )
         return documents, chunks_by_source, skipped
 
     def embed(self, texts: Sequence[str]) -> Vectors:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.answering import AskResult
-from service.citations import Passage, location, span_link
+from service.citations import Passage, location, place, span_link
 
 CLOSEST_SOURCES = 3
 _MARKER = re.compile(r" \[(\d+)\]")
@@ -33,9 +33,10 @@ class Source:
 
     @property
     def label(self) -> str:
-        """`source, lines a-b` of the cited span (pages for a paginated source)."""
+        """`source, lines a-b` of the cited span; its slide, sheet and rows, or pages for
+        formats a person reads by those."""
         c = self.passage.citation
-        if c.page_start is not None:
+        if place(c) is not None:
             return f"{c.source}, {location(c)}"
         offset = self.char_start - c.char_start
         first = c.line_start + self.passage.text.count("\n", 0, offset)

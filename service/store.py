@@ -45,13 +45,18 @@ CREATE TABLE chunks (
     title TEXT NOT NULL, context TEXT NOT NULL, text TEXT NOT NULL,
     char_start INTEGER NOT NULL, char_end INTEGER NOT NULL,
     line_start INTEGER NOT NULL, line_end INTEGER NOT NULL,
-    section TEXT NOT NULL DEFAULT '', page_start INTEGER, page_end INTEGER
+    section TEXT NOT NULL DEFAULT '', page_start INTEGER, page_end INTEGER,
+    slide INTEGER, sheet TEXT NOT NULL DEFAULT '', row_start INTEGER, row_end INTEGER
 );
 """
 # In the order of the Chunk constructor.
 _CHUNK_COLUMNS = (
     "chunk_id, source, title, text, char_start, char_end, line_start, line_end, context, "
-    "section, page_start, page_end"
+    "section, page_start, page_end, slide, sheet, row_start, row_end"
+)
+# Builds written before slides and rows existed read those columns as absent.
+_CHUNK_COLUMNS_V2 = _CHUNK_COLUMNS.replace(
+    "slide, sheet, row_start, row_end", "NULL, '', NULL, NULL"
 )
 
 
@@ -298,7 +303,7 @@ def write_chunk_store(
             )
         con.executemany(
             f"INSERT INTO chunks (row, {_CHUNK_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (
                     row,
@@ -314,6 +319,10 @@ def write_chunk_store(
                     c.section,
                     c.page_start,
                     c.page_end,
+                    c.slide,
+                    c.sheet,
+                    c.row_start,
+                    c.row_end,
                 )
                 for row, c in enumerate(ordered)
             ),
@@ -345,6 +354,8 @@ class ChunkStore:
         )
         self.documents: dict[str, DocumentInfo] = {r[0]: DocumentInfo(*r) for r in rows}
         ((self.chunk_count,),) = self._fetch("SELECT COUNT(*) FROM chunks")
+        names = {r[1] for r in self._fetch("PRAGMA table_info(chunks)")}
+        self._columns = _CHUNK_COLUMNS if "slide" in names else _CHUNK_COLUMNS_V2
 
     def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """All rows of one query on the shared connection."""
@@ -357,7 +368,7 @@ class ChunkStore:
             return {}
         marks = ",".join("?" * len(rows))
         found = self._fetch(
-            f"SELECT row, {_CHUNK_COLUMNS} FROM chunks WHERE row IN ({marks})",
+            f"SELECT row, {self._columns} FROM chunks WHERE row IN ({marks})",
             [int(r) for r in rows],
         )
         return {row[0]: Chunk(*row[1:]) for row in found}
@@ -370,7 +381,7 @@ class ChunkStore:
         # A document's chunks are one run of rows: a primary-key range, where a lookup by
         # source would scan the table (an incremental build asks for every unchanged file).
         found = self._fetch(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE row >= ? AND row < ? ORDER BY row",
+            f"SELECT {self._columns} FROM chunks WHERE row >= ? AND row < ? ORDER BY row",
             (document.row_start, document.row_end),
         )
         for row in found:

@@ -53,6 +53,10 @@ CITATION_KEYS = {
     "page_start",
     "page_end",
     "collection",
+    "slide",
+    "sheet",
+    "row_start",
+    "row_end",
 }
 
 

@@ -28,7 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 # Absolute folders the image uses; the run test maps each into its temporary folder.
 IMAGE_ROOTS = ("/opt/groundqa", "/src", "/app")
-BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|apt-get|apk|pip install)\b")
+BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|apk|pip install)\b")
+# The one package install the runtime stage may run: Debian's Tesseract for OCR, no compilers.
+RUNTIME_PACKAGES = (
+    "apt-get update && apt-get install -y --no-install-recommends tesseract-ocr "
+    "tesseract-ocr-eng && rm -rf /var/lib/apt/lists/*"
+)
 
 
 @dataclass
@@ -117,7 +122,9 @@ def test_runtime_stage_has_no_build_tools(stages: list[Stage]) -> None:
     assert not BUILD_TOOLS.search(runtime.text()), runtime.text()
     for args in runtime.args("COPY"):
         assert args.startswith("--from=build "), args
-    for args in runtime.args("RUN"):  # creating the unprivileged user only
+    runs = runtime.args("RUN")
+    assert " ".join(runs[0].split()) == RUNTIME_PACKAGES, runs[0]
+    for args in runs[1:]:  # creating the unprivileged user only
         assert re.fullmatch(r"groupadd [^&]+ && useradd [^&]+", args), args
 
 

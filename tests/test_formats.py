@@ -16,7 +16,7 @@ from service.config import Settings
 from service.embedding import HFTokenizer
 from service.indexing import Builder, BuildReport
 from service.models import Chunk, Document, Section, Span
-from service.parsers import html, markdown, pdf
+from service.parsers import html, markdown, ocr, pdf
 from service.parsers.base import ParseError
 from service.parsers.text import parse as parse_text
 from service.store import CHUNKS_DB, ChunkStore, build_path, read_pointer
@@ -149,7 +149,13 @@ def test_unreadable_pdfs_are_skipped_and_reported(corpus: Path, builder: Builder
     assert sorted(reasons) == ["broken.pdf", "locked.pdf", "scanned.pdf"]
     assert reasons["broken.pdf"].startswith("broken PDF (")
     assert reasons["locked.pdf"] == "encrypted PDF (needs a password)"
-    assert reasons["scanned.pdf"] == "no extractable text (scanned or image-only PDF?)"
+    # Its two pages hold a drawing and no text: Tesseract finds none (or is not installed).
+    why = (
+        "no text found by OCR"
+        if ocr.tesseract_version()
+        else f"pages 1-2: no text layer; {ocr.INSTALL_HINT}"
+    )
+    assert reasons["scanned.pdf"] == f"no extractable text (scanned or image-only PDF?): {why}"
     assert report.files_indexed == 3
 
 
@@ -222,6 +228,10 @@ def test_pdf_answer_cites_its_page(
         "page_start": 3,
         "page_end": 3,
         "collection": "default",
+        "slide": None,
+        "sheet": None,
+        "row_start": None,
+        "row_end": None,
     }
 
 

@@ -16,7 +16,14 @@ from service.indexing import Builder
 from service.ingest import parse_seed, scan_seeds
 from service.models import Skipped
 from service.parsers import pdf
-from service.parsers.base import Budget, ParseError, ParseLimits
+from service.parsers.base import (
+    DEFAULT_OPTIONS,
+    Budget,
+    Parsed,
+    ParseError,
+    ParseLimits,
+    ParseOptions,
+)
 from tests.conftest import FakeEmbedder
 
 MAX = 20_000_000
@@ -152,14 +159,21 @@ def test_pdf_bomb_stops_at_the_text_cap() -> None:
     data = pdf_bomb(2000)  # 200,000 characters from ~2 KB
     assert len(data) < 4000
     with pytest.raises(ParseError, match=r"^extracted text longer than 10000 characters$"):
-        pdf.parse(data, "bomb.pdf", Budget(ParseLimits(max_chars=10_000)))
-    assert len(pdf.parse(data, "bomb.pdf", Budget(ParseLimits(max_chars=300_000))).text) == 200_000
+        pdf.parse(data, "bomb.pdf", ParseOptions(budget=Budget(ParseLimits(max_chars=10_000))))
+    assert (
+        len(
+            pdf.parse(
+                data, "bomb.pdf", ParseOptions(budget=Budget(ParseLimits(max_chars=300_000)))
+            ).text
+        )
+        == 200_000
+    )
 
 
 def test_parse_time_budget_skips_a_slow_file() -> None:
     spent = Budget(ParseLimits(seconds=1.0), started=0.0)  # a clock started long ago
     with pytest.raises(ParseError, match=r"^parsing took longer than 1 s$"):
-        pdf.parse(pdf_bomb(10), "slow.pdf", spent)
+        pdf.parse(pdf_bomb(10), "slow.pdf", ParseOptions(budget=spent))
 
 
 def test_text_cap_applies_to_every_format(seeds: Path) -> None:
@@ -168,13 +182,13 @@ def test_text_cap_applies_to_every_format(seeds: Path) -> None:
     files, _ = scan_seeds(seeds, MAX)
     for seed in files:
         with pytest.raises(ParseError, match=r"^extracted text longer than 100 characters$"):
-            parse_seed(seed, ParseLimits(max_chars=100))
+            parse_seed(seed, limits=ParseLimits(max_chars=100))
 
 
 def test_a_parser_crash_is_a_skip(seeds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from service import parsers
 
-    def broken(data: bytes, source: str, budget: Budget | None = None) -> object:
+    def broken(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setitem(parsers.PARSERS, ".txt", broken)

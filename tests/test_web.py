@@ -536,3 +536,37 @@ def test_page_selector_lists_only_the_keys_collections(
     key_input.press("Enter")
     expect(options).to_have_text(["All my collections", "eng"])
     expect(selector).to_be_hidden()
+
+
+@pytest.fixture(scope="module")
+def office_url(tmp_path_factory: pytest.TempPathFactory, web_embedder: Embedder) -> Iterator[str]:
+    """A real server over a presentation and a workbook."""
+    from tests.office_files import make_pptx, make_xlsx
+
+    folder = tmp_path_factory.mktemp("web-office")
+    seeds = folder / "seeds"
+    seeds.mkdir()
+    (seeds / "plan.pptx").write_bytes(make_pptx())
+    (seeds / "budget.xlsx").write_bytes(make_xlsx())
+    settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=folder / "index")
+    Builder(settings, web_embedder).build()
+    with serve(create_app(settings, embedder=web_embedder)) as url:
+        yield url
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("question", "label"),
+    [
+        ("What is the quarterly licence sales target?", "plan.pptx · slide 4, lines "),
+        ("Which project does Ingrid own?", "budget.xlsx · Budget, rows 12–16, lines "),
+    ],
+)
+def test_passages_name_their_slide_or_rows(
+    page: Page, office_url: str, question: str, label: str
+) -> None:
+    """A passage of a deck names its slide, one of a workbook its sheet and rows."""
+    page.goto(f"{office_url}/")
+    ask_in_page(page, question)
+    expect(page.locator("#status")).to_contain_text("Answer ready", timeout=30_000)
+    expect(page.locator("#passage-1 button.citation")).to_contain_text(label)

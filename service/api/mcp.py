@@ -39,6 +39,7 @@ from service.api.schemas import (
     VerifyResponse,
 )
 from service.api.state import Access, AppState, get_access, require_api_key
+from service.citations import place
 from service.config import Mode
 from service.errors import GroundQAError
 from service.search import Searcher
@@ -116,15 +117,11 @@ class DocumentTextOut(BaseModel):
 
 
 def source_line(passage: PassageOut) -> str:
-    """`[n] source, lines a-b` (and the pages of a PDF): what an LLM cites a passage by."""
+    """`[n] source, lines a-b` (and the slide, rows or pages): what an LLM cites a passage by."""
     c = passage.citation
-    if c.page_start is None:
-        pages = ""
-    elif c.page_end in (None, c.page_start):
-        pages = f", page {c.page_start}"
-    else:
-        pages = f", pages {c.page_start}-{c.page_end}"
-    return f"[{passage.rank}] {c.source}{pages}, lines {c.line_start}-{c.line_end}"
+    where = place(c)  # slide, sheet and rows, or pages
+    at = f", {where}" if where else ""
+    return f"[{passage.rank}] {c.source}{at}, lines {c.line_start}-{c.line_end}"
 
 
 def render_passages(passages: Sequence[PassageOut]) -> str:

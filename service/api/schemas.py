@@ -87,6 +87,12 @@ class CitationOut(BaseModel):
     page_start: int | None = Field(None, description="First page (1-based) of a PDF passage.")
     page_end: int | None = Field(None, description="Last page (1-based) of a PDF passage.")
     collection: str = Field("default", description="The collection (top-level seeds folder).")
+    slide: int | None = Field(None, description="Slide (1-based) of a presentation passage.")
+    sheet: str | None = Field(None, description="Sheet of a spreadsheet passage, e.g. 'Budget'.")
+    row_start: int | None = Field(
+        None, description="First spreadsheet row of the passage, as the spreadsheet numbers it."
+    )
+    row_end: int | None = Field(None, description="Last spreadsheet row of the passage.")
 
 
 class HighlightOut(BaseModel):

@@ -1,14 +1,38 @@
 """Parsers by file extension: a format is one module with `EXTENSIONS` and
-`parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed`, listed in FORMATS."""
+`parse(data: bytes, source: str, options: ParseOptions) -> Parsed`, listed in FORMATS."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from service.parsers import html, markdown, pdf, text
+from service.parsers import (
+    delimited,
+    epub,
+    html,
+    mail,
+    markdown,
+    opendocument,
+    pdf,
+    powerpoint,
+    spreadsheet,
+    text,
+    word,
+)
 from service.parsers.base import Parser
 
-FORMATS: tuple[ModuleType, ...] = (text, markdown, html, pdf)
+FORMATS: tuple[ModuleType, ...] = (
+    text,
+    markdown,
+    html,
+    pdf,
+    word,
+    powerpoint,
+    spreadsheet,
+    delimited,
+    epub,
+    opendocument,
+    mail,
+)
 
 
 def registry(formats: tuple[ModuleType, ...] = FORMATS) -> dict[str, Parser]:

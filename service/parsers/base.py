@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
-from service.models import SECTION_SEPARATOR, Section, Span
+from service.models import SECTION_SEPARATOR, Row, Section, Span
 
 TITLE_MAX_CHARS = 200
+MAX_ZIP_MEMBERS = 10_000
+_CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE compound file: legacy or encrypted Office
+_ENCRYPTED_STREAM = "EncryptionInfo".encode("utf-16-le")
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOptions:
+    """Limits and OCR settings parsers follow (from Settings; these defaults for direct calls)."""
+
+    max_unzipped_bytes: int = 200_000_000
+    max_sheet_rows: int = 10_000
+    max_attachment_bytes: int = 20_000_000
+    ocr: Literal["auto", "off"] = "auto"
+    ocr_languages: str = "eng"
+    ocr_cache_dir: Path | None = None  # OCR text by page image hash; None = no cache
+    # This file's running text and time budget; parsers that extract step by step (PDF pages)
+    # check it as they go, and the caller checks every parse's text once more at the end.
+    budget: Budget | None = None
+
+
+DEFAULT_OPTIONS = ParseOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file carried inside another (an e-mail attachment), parsed as its own document."""
+
+    name: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +52,10 @@ class Parsed:
     title: str
     sections: tuple[Section, ...] = ()  # heading sections of text, in order
     pages: tuple[Span, ...] = ()  # character range of each page of text, page 1 first
+    slides: tuple[Span, ...] = ()  # character range of each slide, slide 1 first
+    rows: tuple[Row, ...] = ()  # spreadsheet rows in text order
+    omitted: tuple[str, ...] = ()  # why parts of the file are not in text (limits, no OCR)
+    attachments: tuple[Attachment, ...] = ()
 
 
 class ParseError(ValueError):
@@ -59,9 +95,11 @@ class Budget:
 
 
 class Parser(Protocol):
-    """parse(data, source, budget): a format module's entry point."""
+    """A format's parse function."""
 
-    def __call__(self, data: bytes, source: str, budget: Budget | None = None) -> Parsed: ...
+    def __call__(
+        self, data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS, /
+    ) -> Parsed: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +159,76 @@ def sections_from_headings(text: str, headings: Sequence[Heading]) -> tuple[Sect
         path = SECTION_SEPARATOR.join(title for _, title in stack if title)
         sections.append(Section(start, end, path))
     return tuple(sections)
+
+
+class TextBuilder:
+    """Document text assembled from blocks separated by blank lines, each block's span kept."""
+
+    SEPARATOR = "\n\n"
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.length = 0
+
+    def add(self, block: str) -> Span | None:
+        """Append a block (trimmed, control characters dropped); None when nothing is left."""
+        block = clean(block).strip()
+        if not block:
+            return None
+        if self.length:
+            self.parts.append(self.SEPARATOR)
+            self.length += len(self.SEPARATOR)
+        start = self.length
+        self.parts.append(block)
+        self.length += len(block)
+        return Span(start, self.length)
+
+    def text(self) -> str:
+        """Everything added."""
+        return "".join(self.parts)
+
+
+_CONTROL = dict.fromkeys(i for i in range(32) if chr(i) not in "\t\n")
+
+
+def clean(text: str) -> str:
+    """Newlines normalised to \\n, vertical tabs (Office line breaks) to \\n, other control
+    characters dropped: what an editor shows."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\v", "\n")
+    return text.translate(_CONTROL)
+
+
+def open_zip(data: bytes, kind: str, options: ParseOptions) -> zipfile.ZipFile:
+    """The zip container of an Office or e-book file, checked before any library unpacks it.
+
+    Python's zipfile stops reading a member at its declared size (and checks its CRC), so
+    bounding the declared sizes bounds what any parser can decompress: a zip bomb is refused
+    here rather than filling memory.
+    """
+    if data.startswith(_CFB_MAGIC):
+        if _ENCRYPTED_STREAM in data:
+            raise ParseError(f"password-protected {kind}; save a copy without a password")
+        raise ParseError(f"legacy binary Office file, not a {kind}; save it in the current format")
+    if not data.startswith(b"PK"):
+        raise ParseError(f"broken {kind} (not a zip container)")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+        raise ParseError(f"broken {kind} ({exc})") from exc
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ParseError(f"{kind} has {len(members)} parts, over {MAX_ZIP_MEMBERS}")
+    unpacked = sum(m.file_size for m in members)
+    if unpacked > options.max_unzipped_bytes:
+        raise ParseError(
+            f"{kind} would unpack to {unpacked} bytes, over GROUNDQA_MAX_UNZIPPED_BYTES "
+            f"({options.max_unzipped_bytes}): a zip bomb?"
+        )
+    if any(m.flag_bits & 0x1 for m in members):
+        raise ParseError(f"password-protected {kind} (encrypted zip)")
+    return archive
+
+
+def file_title(source: str) -> str:
+    """A title from a file name, for formats whose first line is no title (sheets)."""
+    return Path(source).name[:TITLE_MAX_CHARS]

@@ -8,11 +8,12 @@ import re
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from service.parsers.base import (
+    DEFAULT_OPTIONS,
     TITLE_MAX_CHARS,
-    Budget,
     Heading,
     Parsed,
     ParseError,
+    ParseOptions,
     first_line_title,
     sections_from_headings,
 )
@@ -312,7 +313,7 @@ def _title(tree: LexborHTMLParser, text: str, headings: list[Heading], source: s
     return title[:TITLE_MAX_CHARS] if title else first_line_title(text, source)
 
 
-def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
+def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:
     """The main text of an HTML page, with headings as sections and <title> as title."""
     tree = LexborHTMLParser(decode_html(data))
     root = _content_root(tree)
@@ -320,8 +321,6 @@ def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
     if root is not None:
         extractor.run(root)
     text = extractor.out.text()
-    if budget is not None:
-        budget.check(len(text))
     if not text.strip():
         raise ParseError("no readable text in the HTML page")
     headings = extractor.headings

@@ -6,10 +6,11 @@ import re
 from collections.abc import Iterator
 
 from service.parsers.base import (
+    DEFAULT_OPTIONS,
     TITLE_MAX_CHARS,
-    Budget,
     Heading,
     Parsed,
+    ParseOptions,
     decode_utf8,
     first_line_title,
     sections_from_headings,
@@ -84,11 +85,9 @@ def title_of(text: str, found: list[Heading], fallback: str) -> str:
     return first_line_title(text, fallback)
 
 
-def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
+def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:
     """The UTF-8 text as is, titled by its first `# ` heading, with heading sections."""
     text = decode_utf8(data)
-    if budget is not None:
-        budget.check(len(text))
     found = headings(text)
     return Parsed(
         text=text,

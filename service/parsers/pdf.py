@@ -6,7 +6,16 @@ import io
 from typing import TYPE_CHECKING
 
 from service.models import Span
-from service.parsers.base import TITLE_MAX_CHARS, Budget, Parsed, ParseError, first_line_title
+from service.parsers import ocr
+from service.parsers.base import (
+    DEFAULT_OPTIONS,
+    TITLE_MAX_CHARS,
+    Budget,
+    Parsed,
+    ParseError,
+    ParseOptions,
+    first_line_title,
+)
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -80,13 +89,18 @@ def _metadata_title(reader: PdfReader) -> str:
     return " ".join(str(title).split()) if title else ""
 
 
-def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
-    """Every page's text in order, with page ranges; skipped when no page has text."""
-    budget = budget or Budget()
+def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:
+    """Every page's text in order, pages without a text layer OCRed when Tesseract is there,
+    with page ranges; skipped when no page has text."""
+    budget = options.budget or Budget()
     reader = _open(data)
     texts = _page_texts(reader, budget)
+    recognised = ocr.recognise(data, [i for i, t in enumerate(texts) if not t], options, source)
+    for index, page_text in recognised.texts.items():
+        texts[index] = page_text
     if not any(texts):
-        raise ParseError("no extractable text (scanned or image-only PDF?)")
+        reason = "; ".join(recognised.omitted) or "no text found by OCR"
+        raise ParseError(f"no extractable text (scanned or image-only PDF?): {reason}")
     pages: list[Span] = []
     pos = 0
     for i, page_text in enumerate(texts):
@@ -96,4 +110,4 @@ def parse(data: bytes, source: str, budget: Budget | None = None) -> Parsed:
         pos += len(page_text)
     text = PAGE_SEPARATOR.join(texts)
     title = _metadata_title(reader)[:TITLE_MAX_CHARS] or first_line_title(text, source)
-    return Parsed(text=text, title=title, pages=tuple(pages))
+    return Parsed(text=text, title=title, pages=tuple(pages), omitted=recognised.omitted)

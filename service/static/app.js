@@ -161,7 +161,15 @@
       : "lines " + citation.line_start + "\u2013" + citation.line_end;
   }
 
+  // Slide, sheet and rows, or pages: where a person looks in a deck, a sheet or a PDF.
   function pageRange(citation) {
+    if (citation.slide != null) return "slide " + citation.slide;
+    if (citation.row_start != null) {
+      const last = citation.row_end == null ? citation.row_start : citation.row_end;
+      const rows = last === citation.row_start
+        ? "row " + last : "rows " + citation.row_start + "\u2013" + last;
+      return citation.sheet ? citation.sheet + ", " + rows : rows;
+    }
     if (citation.page_start == null) return "";
     return citation.page_start === citation.page_end || citation.page_end == null
       ? "page " + citation.page_start
