@@ -405,7 +405,8 @@ def test_eval_of_a_malformed_dataset_is_one_line(
             "error: argument --top-k: invalid int value: 'many' (see `groundqa ask --help`)",
         ),
         (["frobnicate"], "error: argument command: invalid choice: 'frobnicate' (choose from "
-                         "'index', 'ask', 'serve', 'eval') (see `groundqa --help`)"),
+                         "'index', 'ask', 'verify', 'serve', 'eval', 'keys') "
+                         "(see `groundqa --help`)"),
     ],
 )  # fmt: skip
 def test_misuse_is_one_line_and_exit_2_before_the_model_loads(

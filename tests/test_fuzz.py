@@ -70,7 +70,9 @@ def api(
     write_seed("troops.txt", "North Korea sent ten thousand troops to Russia in October.\n")
     write_seed("notes/cats.md", "# Cats\n\nCats are small carnivorous mammals kept as pets.\n")
     builder.build()
-    app = create_app(settings.model_copy(update={"admin_token": ADMIN}), embedder=fake_embedder)
+    # schemathesis' ASGI client names its host "testserver": allowed like a configured name.
+    fuzzed = settings.model_copy(update={"admin_token": ADMIN, "allowed_hosts": ["testserver"]})
+    app = create_app(fuzzed, embedder=fake_embedder)
     # schemathesis runs the app's lifespan on its first request and keeps it until told.
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     asgi.shutdown_lifespans()

@@ -171,7 +171,8 @@ def test_without_an_llm_nothing_changes(indexed: Settings, client_for: ClientFor
     client = client_for(indexed)
     body = ask(client)
     assert "generation" not in body and body["answer"]["text"] == EXTRACTIVE
-    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["groundqa"]
+    models = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert models == ["groundqa", "groundqa/default"]
     r = client.post("/v1/ask", json={"question": QUESTION, "answer_mode": "generated"})
     assert r.status_code == 400
     assert r.json()["detail"].startswith("answer_mode 'generated' needs an LLM")
@@ -245,6 +246,7 @@ def test_the_extractive_model_name_keeps_quoting(client: TestClient) -> None:
     assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [
         "groundqa",
         "groundqa-extractive",
+        "groundqa/default",
     ]
     chunks = stream(client, model="groundqa-extractive")
     assert content_of(chunks).startswith(EXTRACTIVE)

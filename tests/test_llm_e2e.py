@@ -98,7 +98,8 @@ def client(
         llm_timeout=240,
     )
     Builder(settings, real_embedder).build()
-    with TestClient(create_app(settings, embedder=real_embedder)) as client:
+    app = create_app(settings, embedder=real_embedder)
+    with TestClient(app, base_url="http://localhost") as client:
         yield client
 
 
