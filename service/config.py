@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     )
     encoder: Encoder = Field(
         "onnx-int8",
-        description="Encoder backend: onnx-int8 (quantised; SciFact nDCG@10 within 0.004 of "
-        "float; each text encoded in its own run, so its vector never depends on its batch), "
+        description="Encoder backend: onnx-int8 (quantised; SciFact nDCG@10 hybrid within 0.003 "
+        "of float; each text encoded in its own run, so its vector never depends on its batch), "
         "onnx (float, same vectors as torch) or torch (sentence-transformers).",
     )
     encoder_threads: int = Field(
