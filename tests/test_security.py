@@ -45,6 +45,7 @@ CHAT = {"messages": [{"role": "user", "content": "How many troops were sent?"}]}
 QUERY_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/ask?q=troops", None),
     ("POST", "/v1/ask", {"question": "How many troops were sent?"}),
+    ("POST", "/v1/verify", {"text": "Ten thousand troops were sent."}),
     ("GET", "/v1/documents", None),
     ("GET", "/v1/documents/troops.txt", None),
     ("GET", "/v1/index", None),
@@ -102,6 +103,7 @@ def test_every_v1_route_is_a_listed_query_or_admin_route(settings: Settings) -> 
     templates = {
         ("GET", "/v1/ask"),
         ("POST", "/v1/ask"),
+        ("POST", "/v1/verify"),
         ("GET", "/v1/documents"),
         ("GET", "/v1/documents/{source:path}"),
         ("GET", "/v1/index"),
