@@ -23,6 +23,8 @@ from service.config import Settings
 from service.embedding import Embedder
 from service.indexing import Builder
 from service.keys import add_key
+from tests.test_generation_api import Upstream, fake_llm
+from tests.test_generation_api import serve as serve_llm
 from tests.test_openai import SEED, TROOPS, seed_index, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -570,3 +572,127 @@ def test_passages_name_their_slide_or_rows(
     ask_in_page(page, question)
     expect(page.locator("#status")).to_contain_text("Answer ready", timeout=30_000)
     expect(page.locator("#passage-1 button.citation")).to_contain_text(label)
+
+
+# ----------------------------------------------------------------------------- generated answers
+
+
+@pytest.fixture(scope="module")
+def llm_upstream() -> Iterator[tuple[Upstream, str]]:
+    """The deterministic fake LLM of the generation tests on a loopback port, and its URL."""
+    state = Upstream()
+    with serve_llm(fake_llm(state)) as url:
+        yield state, url
+
+
+@pytest.fixture(scope="module")
+def llm_url(
+    web_settings: Settings, web_embedder: Embedder, llm_upstream: tuple[Upstream, str]
+) -> Iterator[str]:
+    """A server over the real seed whose LLM is the fake one."""
+    settings = web_settings.model_copy(update={"llm_base_url": llm_upstream[1], "llm_timeout": 5})
+    with serve(create_app(settings, embedder=web_embedder)) as url:
+        yield url
+
+
+def generated_sentences(base_url: str) -> tuple[str, str]:
+    """A sentence the seed backs word for word, citing [1], and one whose number was changed."""
+    body = httpx.post(f"{base_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
+    quoted = body["passages"][0]["highlights"][0]["text"].strip()
+    assert "12,000" in quoted, quoted
+    good = quoted.rstrip(".") + " [1]."
+    return good, good.replace("12,000", "97,000")
+
+
+@pytest.mark.e2e
+def test_generated_answer_marks_every_sentence(
+    page: Page, llm_url: str, llm_upstream: tuple[Upstream, str], tmp_path: Path
+) -> None:
+    """With an LLM the page offers to compose; each sentence shows its verdict in words, and a
+    supported one opens exactly document text[char_start:char_end] in the document view."""
+    good, changed = generated_sentences(llm_url)
+    upstream = llm_upstream[0]
+    upstream.mode, upstream.text = "ok", f"{good} {changed}"
+    expected = httpx.post(
+        f"{llm_url}/v1/ask", json={"question": TROOPS, "answer_mode": "generated"}, timeout=60
+    ).json()
+    answer, generation = expected["answer"]["text"], expected["generation"]
+    assert [s["supported"] for s in generation["sentences"]] == [True, False]
+    evidence = generation["sentences"][0]["evidence"]
+    written = [answer[s["start"] : s["end"]].strip() for s in generation["sentences"]]
+    assert written == [good, changed]  # each sentence as the LLM wrote it, markers included
+
+    page.goto(f"{llm_url}/")
+    control = page.get_by_label("Compose an answer with the LLM (every sentence checked)")
+    expect(control).to_be_visible()
+    control.check()
+    with page.expect_request(lambda r: r.url.endswith("/v1/ask")) as sent:
+        ask_in_page(page, TROOPS)
+    assert (sent.value.post_data_json or {}).get("answer_mode") == "generated"
+
+    sentences = page.locator("#answer li.generated-sentence")
+    expect(sentences).to_have_count(2, timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("Composed answer ready")
+    expect(page.locator("#answer")).to_contain_text("1 of 2 sentences supported")
+    supported, flagged = sentences.nth(0), sentences.nth(1)
+    expect(supported.locator(".verdict")).to_have_text("✓ Supported")
+    expect(supported.locator(".sentence-text")).to_have_text(good)
+    expect(flagged.locator(".verdict")).to_have_text("⚠ Unverified")
+    expect(flagged.locator(".sentence-text")).to_have_text(changed)
+    expect(flagged).to_contain_text("Not backed by the cited sources")
+    expect(flagged.get_by_role("button")).to_have_count(0)  # nothing to open
+    # The [1] markers still link to passage 1.
+    expect(supported.locator("a.cite", has_text="[1]")).to_have_count(1)
+
+    button = supported.get_by_role("button", name=re.compile("^Show the evidence for sentence 1"))
+    button.click()
+    doc_view = page.locator("#doc-view")
+    expect(doc_view).to_be_focused()
+    expect(page.locator("#doc-title")).to_have_text(evidence["source"])
+    mark = doc_view.locator("mark#cited-span")
+    expect(mark).to_have_count(1)
+    text = fetch_document(llm_url, evidence["source"])["text"]
+    assert mark.text_content() == text[evidence["char_start"] : evidence["char_end"]]
+    assert mark.text_content() == evidence["text"]
+    assert doc_view.locator("#doc-text").text_content() == text
+    expect(page.locator("#doc-meta")).to_contain_text("Sentence 1 of the answer is supported by")
+    assert f"start={evidence['char_start']}&end={evidence['char_end']}" in page.url
+    page.screenshot(path=str(tmp_path / "generated.png"), full_page=True)
+    page.keyboard.press("Escape")
+    expect(doc_view).to_be_hidden()
+    expect(button).to_be_focused()
+
+
+@pytest.mark.e2e
+def test_generated_answer_notes_the_fallback(
+    page: Page, llm_url: str, llm_upstream: tuple[Upstream, str]
+) -> None:
+    """The LLM failing gives the quoted answer with a note saying so, never an error."""
+    expected = httpx.post(f"{llm_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
+    upstream = llm_upstream[0]
+    upstream.mode = "500"
+    try:
+        page.goto(f"{llm_url}/")
+        control = page.get_by_label("Compose an answer with the LLM (every sentence checked)")
+        control.check()
+        ask_in_page(page, TROOPS)
+        note = page.locator("#answer .fallback-note")
+        expect(note).to_contain_text("could not answer", timeout=30_000)
+        expect(page.locator("#answer p.answer-text")).to_have_text(expected["answer"]["text"])
+        expect(page.locator("#answer li.generated-sentence")).to_have_count(0)
+        expect(page.locator("#status")).to_contain_text("quoted answer shown")
+    finally:
+        upstream.mode = "ok"
+
+
+@pytest.mark.e2e
+def test_without_an_llm_the_page_offers_no_generation(page: Page, web_url: str) -> None:
+    """No LLM configured: no control, and the page asks exactly as before."""
+    with page.expect_response(lambda r: r.url.endswith("/v1/models")):
+        page.goto(f"{web_url}/")
+    expect(page.locator("#generate-row")).to_be_hidden()
+    with page.expect_request(lambda r: r.url.endswith("/v1/ask")) as sent:
+        ask_in_page(page, TROOPS)
+    assert sent.value.post_data_json == {"question": TROOPS}
+    expect(page.locator("#answer .answer-text")).to_contain_text("12,000", timeout=30_000)
+    expect(page.locator("#answer li.generated-sentence")).to_have_count(0)

@@ -27,10 +27,13 @@
   const keyClear = $("api-key-clear");
   const collectionSelect = $("collection");
   const collectionHelp = $("collection-help");
+  const generateRow = $("generate-row");
+  const generateBox = $("generate");
 
   let askSeq = 0;
   let docSeq = 0;
   let collectionSeq = 0;
+  let capabilitySeq = 0;
   let currentBuild = null;
   let lastTrigger = null;
   let pendingLink = null; // a deep link waiting for an API key
@@ -220,20 +223,18 @@
 
   // ------------------------------------------------------------------ asking
 
-  function renderAnswer(data) {
-    const answer = data.answer;
-    const ranks = new Set(data.passages.map((p) => p.rank));
-    const paragraph = el("p", { className: "answer-text" });
-    // "[n]" markers become links to passage n; everything else stays text.
-    const parts = answer.text.split(/\[(\d+)\]/);
+  // Append text to parent with its "[n]" markers as links to passage n (ranks: the passages
+  // shown); everything else stays text.
+  function appendCited(parent, text, ranks) {
+    const parts = text.split(/\[(\d+)\]/);
     parts.forEach((part, i) => {
       if (i % 2 === 0) {
-        if (part) paragraph.append(document.createTextNode(part));
+        if (part) parent.append(document.createTextNode(part));
         return;
       }
       const rank = Number(part);
       if (!ranks.has(rank)) {
-        paragraph.append(document.createTextNode("[" + part + "]"));
+        parent.append(document.createTextNode("[" + part + "]"));
         return;
       }
       const link = el("a", {
@@ -245,14 +246,86 @@
         target.scrollIntoView({ block: "nearest", behavior: "smooth" });
         target.focus({ preventScroll: true });
       });
-      paragraph.append(link);
+      parent.append(link);
     });
+  }
+
+  function renderAnswer(data) {
+    const answer = data.answer;
+    const generation = data.generation;
+    answerBox.classList.remove("generated", "has-unverified");
+    if (generation && !generation.fallback) {
+      renderGenerated(data);
+      return;
+    }
+    const paragraph = el("p", { className: "answer-text" });
+    appendCited(paragraph, answer.text, new Set(data.passages.map((p) => p.rank)));
     answerBox.replaceChildren(paragraph);
     answerBox.classList.toggle("abstained", !answer.grounded);
+    if (generation) {
+      // The LLM failed: the server answered with the quoted (extractive) answer instead.
+      answerBox.prepend(el("p", { className: "note fallback-note", role: "note" },
+        "The language model could not answer, so this is the quoted answer. " +
+        "The server said: " + generation.fallback));
+    }
     if (!answer.grounded) {
       answerBox.append(el("p", { className: "note" },
         "The sources do not answer this closely enough; the nearest passages are below."));
     }
+  }
+
+  // A generated answer, sentence by sentence: each says whether the sources back it, and a
+  // supported sentence opens its evidence span in the document view.
+  function renderGenerated(data) {
+    const generation = data.generation;
+    const ranks = new Set(data.passages.map((p) => p.rank));
+    const shownSentences = generation.sentences.filter((s) => !s.dropped);
+    // answer.text[start:end] (code points) is the sentence as the LLM wrote it, [n] included.
+    const answerText = data.answer.text;
+    const units = unitIndices(answerText, shownSentences.flatMap((s) => [s.start, s.end]));
+    const list = el("ol", { className: "generated-sentences answer-text", "aria-label": "Generated answer, sentence by sentence" });
+    shownSentences.forEach((sentence, i) => {
+      const number = i + 1;
+      const item = el("li", {
+        className: "generated-sentence " + (sentence.supported ? "supported" : "unverified"),
+        "data-verdict": sentence.supported ? "supported" : "unverified",
+      });
+      item.append(el("span", { className: "verdict verdict-" + (sentence.supported ? "supported" : "unverified") },
+        sentence.supported ? "\u2713 Supported" : "\u26a0 Unverified"));
+      const text = el("span", { className: "sentence-text" });
+      const written = sentence.end > sentence.start
+        ? answerText.slice(units.get(sentence.start), units.get(sentence.end)) : "";
+      appendCited(text, written.trim() || sentence.text, ranks);
+      item.append(text);
+      const evidence = sentence.evidence;
+      if (sentence.supported && evidence) {
+        const open = el("button", {
+          type: "button", className: "secondary evidence",
+          "aria-label": "Show the evidence for sentence " + number + " in " + evidence.source +
+            ", " + charRange(evidence.char_start, evidence.char_end),
+        }, "Show evidence");
+        open.addEventListener("click", () => openLink({
+          source: evidence.source, start: String(evidence.char_start), end: String(evidence.char_end),
+        }, open, "Sentence " + number + " of the answer is supported by"));
+        item.append(open);
+      } else if (!sentence.supported) {
+        item.append(el("span", { className: "reason" },
+          "Not backed by the cited sources" + (sentence.reason ? ": " + sentence.reason : ".")));
+      }
+      list.append(item);
+    });
+    const summary = el("p", { className: "generated-summary note" },
+      "Composed by the LLM" + (generation.model ? " (" + generation.model + ")" : "") + ": " + generation.supported + " of " +
+      generation.sentences.length + " sentence" + (generation.sentences.length === 1 ? "" : "s") +
+      " supported by the sources, " + generation.flagged + " unverified" +
+      (generation.dropped ? ", " + generation.dropped + " left out as unsupported" : "") + ".");
+    answerBox.replaceChildren(summary, list);
+    if (!shownSentences.length) {
+      answerBox.append(el("p", { className: "note" }, "No sentence of the LLM's answer could be shown."));
+    }
+    answerBox.classList.remove("abstained");
+    answerBox.classList.add("generated");
+    answerBox.classList.toggle("has-unverified", generation.flagged > 0);
   }
 
   function renderPassages(data) {
@@ -289,14 +362,17 @@
     const seq = ++askSeq;
     askButton.disabled = true;
     results.setAttribute("aria-busy", "true");
-    setStatus("Searching the sources\u2026", "loading");
+    const generate = !generateRow.hidden && generateBox.checked;
+    setStatus(generate ? "Searching the sources and composing an answer\u2026" : "Searching the sources\u2026",
+      "loading");
+    const body = { question: question };
+    if (collectionSelect.value) body.collections = [collectionSelect.value];
+    if (generate) body.answer_mode = "generated";
     try {
       const data = await api("/v1/ask", {
         method: "POST",
         headers: { "Content-Type": "application/json", ...authHeaders() },
-        body: JSON.stringify(collectionSelect.value
-          ? { question: question, collections: [collectionSelect.value] }
-          : { question: question }),
+        body: JSON.stringify(body),
       });
       if (seq !== askSeq) return;
       showBuild(data.index);
@@ -304,8 +380,15 @@
       renderPassages(data);
       results.hidden = false;
       const n = data.passages.length;
-      setStatus((data.answer.grounded ? "Answer ready" : "No grounded answer") + ": " + n +
-        " passage" + (n === 1 ? "" : "s") + " in " + Math.round(data.took_ms) + " ms.", "");
+      const took = ": " + n + " passage" + (n === 1 ? "" : "s") + " in " + Math.round(data.took_ms) + " ms.";
+      const gen = data.generation;
+      if (gen && !gen.fallback) {
+        setStatus("Composed answer ready, " + gen.supported + " supported and " + gen.flagged +
+          " unverified sentence" + (gen.flagged === 1 ? "" : "s") + took, "");
+      } else {
+        setStatus((gen ? "The LLM could not answer; quoted answer shown" :
+          data.answer.grounded ? "Answer ready" : "No grounded answer") + took, "");
+      }
     } catch (error) {
       if (seq !== askSeq) return;
       if (error.status === 401) askForKey("This server needs an API key: enter it above and ask again.");
@@ -431,10 +514,12 @@
     return { start: start, end: end };
   }
 
-  async function openLink(link) {
+  // Open link's span of a document. From a button on the page (trigger), focus returns to it
+  // on close, the page's URL becomes the span's deep link and label says what the span is.
+  async function openLink(link, trigger, label) {
     const seq = ++docSeq;
     const source = link.source;
-    lastTrigger = null;
+    lastTrigger = trigger || null;
     pendingLink = null;
     const path = documentPath(source);
     if (!source || path === null) {
@@ -458,7 +543,8 @@
       }
       const where = location(spanLines(doc.text, span.start, span.end)) +
         " (" + charRange(span.start, span.end) + ")";
-      renderDocument(doc, "The link cites " + where, span, []);
+      renderDocument(doc, (label || "The link cites") + " " + where, span, []);
+      if (trigger) replaceUrl(spanLink(doc.source, span.start, span.end));
       setStatus("Showing " + doc.source + ", " + where + ".", "");
     } catch (error) {
       if (seq !== docSeq) return;
@@ -528,6 +614,22 @@
     collectionHelp.hidden = !show;
   }
 
+  // The LLM control is shown only when the server has an LLM: its model list then offers
+  // groundqa-extractive next to groundqa. Without one the page asks exactly as before.
+  async function loadCapabilities() {
+    const seq = ++capabilitySeq;
+    let generates = false;
+    try {
+      const data = await api("/v1/models", { headers: authHeaders() });
+      generates = data.data.some((m) => m.id === "groundqa-extractive");
+    } catch (_) {
+      generates = false;
+    }
+    if (seq !== capabilitySeq) return;
+    generateRow.hidden = !generates;
+    if (!generates) generateBox.checked = false;
+  }
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const question = questionInput.value.trim();
@@ -547,12 +649,14 @@
   keyInput.addEventListener("keydown", (event) => {
     if (event.key === "Enter") {
       loadCollections();
+      loadCapabilities();
       retryLink();
     }
   });
   keyInput.addEventListener("change", () => {
     documents.clear();
     loadCollections();
+    loadCapabilities();
     retryLink();
   });
   keyClear.addEventListener("click", () => {
@@ -560,12 +664,14 @@
     storeKey("");
     documents.clear();
     loadCollections();
+    loadCapabilities();
     keyInput.focus();
     setStatus("API key cleared.", "");
   });
 
   showReadiness();
   loadCollections();
+  loadCapabilities();
   // ?q= asks a question; with ?doc= (a deep link to a span) it only fills the question box.
   const params = new URLSearchParams(window.location.search);
   const preset = params.get("q");
