@@ -198,12 +198,7 @@ def compose_follow_up(
     ranked = sorted(candidates, key=lambda c: (-c.score, c.rank, c.highlight.char_start))
     if not grounded or not ranked:
         return Answer(text=ABSTAIN_TEXT, grounded=False, citations=())
-    chosen = [ranked[0]]
-    for cand in ranked[1:]:
-        if len(chosen) >= MAX_ANSWER_SENTENCES or cand.score < ranked[0].score - margin:
-            break
-        if cand.highlight.text not in {c.highlight.text for c in chosen}:
-            chosen.append(cand)
+    chosen = within_margin(ranked, margin)
     # In document order within a passage, so two quotes of one passage read as written.
     chosen.sort(key=lambda c: (c.rank, c.highlight.char_start))
     return quoting(chosen)
@@ -223,13 +218,19 @@ def compose_answer(
     ranked = sorted((b for b in best if b), key=lambda s: -s.score)
     if not ranked:
         return Answer(text=ABSTAIN_TEXT, grounded=False, citations=())
+    return quoting(within_margin(ranked, margin))
+
+
+def within_margin(ranked: Sequence[ScoredHighlight], margin: float) -> list[ScoredHighlight]:
+    """The best of ranked (best first), then up to MAX_ANSWER_SENTENCES - 1 distinct others
+    scoring within margin of it."""
     chosen = [ranked[0]]
     for cand in ranked[1:]:
         if len(chosen) >= MAX_ANSWER_SENTENCES or cand.score < ranked[0].score - margin:
             break
         if cand.highlight.text not in {c.highlight.text for c in chosen}:
             chosen.append(cand)
-    return quoting(chosen)
+    return chosen
 
 
 def quoting(chosen: Sequence[ScoredHighlight]) -> Answer:
