@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp
 
 from service.api import create_app
 from service.config import Settings, bundled_model_path
@@ -184,3 +189,45 @@ TEN_PIECE_SENTENCES = [
     "North south east west up down left right center.",
     "Apple banana cherry grape lemon mango orange peach plum.",
 ]
+
+
+SERVER_STARTUP_SECONDS = 60.0
+
+
+class ReadyServer(uvicorn.Server):
+    """uvicorn that sets `ready` once it has started, so a test waits on an event, not a poll."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does, then signal it."""
+        await super().startup(sockets)
+        self.ready.set()
+
+
+@contextmanager
+def serve(app: ASGIApp, **config: object) -> Iterator[str]:
+    """Run app with uvicorn in a thread on a free loopback port (uvicorn.Config options may
+    be given); yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound here and handed over: no race for the port
+    options: dict[str, object] = {"log_level": "warning", "lifespan": "on", **config}
+    server = ReadyServer(uvicorn.Config(app, **options))  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            server.ready.set()  # a failed startup must not leave the test waiting
+
+    thread = threading.Thread(target=run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        assert server.ready.wait(SERVER_STARTUP_SECONDS) and server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,9 +20,8 @@ from starlette.routing import Route
 
 from service.config import Settings
 from service.generation import FLAG, NOTE
-from tests.test_mcp import ReadyServer
+from tests.conftest import serve as serve_app
 
-STARTUP_SECONDS = 60.0
 TROOPS = "North Korea sent ten thousand troops to Russia in October.\n"
 QUESTION = "How many troops did North Korea send?"
 GOOD = "North Korea sent ten thousand troops to Russia in October [1]."
@@ -88,28 +85,9 @@ def fake_llm(upstream: Upstream) -> Starlette:
 
 @contextmanager
 def serve(app: Starlette) -> Iterator[str]:
-    """app on a free loopback port, in a thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = ReadyServer(
-        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-    )
-
-    def run() -> None:
-        try:
-            server.run(sockets=[sock])
-        finally:
-            server.ready.set()
-
-    thread = threading.Thread(target=run, name="fake-llm", daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(STARTUP_SECONDS) and server.started, "fake LLM did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """The fake LLM on a free loopback port; yields its OpenAI base URL."""
+    with serve_app(app, lifespan="off", timeout_graceful_shutdown=1) as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -13,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -23,6 +21,7 @@ from service.config import Settings
 from service.embedding import MicroBatcher, Vectors
 from service.embedding.microbatch import _Request
 from service.store import CHUNKS_DB, ChunkStore, build_path, read_pointer
+from tests.conftest import serve
 
 ClientFor = Callable[[Settings], TestClient]
 
@@ -200,33 +199,11 @@ def test_globs_are_not_kept_in_an_unbounded_cache(built: Settings) -> None:
 # --- slow clients ----------------------------------------------------------------------------
 
 
-class _ReadyServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 @contextmanager
 def _served(app: FastAPI, header_timeout: float) -> Iterator[int]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", http=header_deadline_protocol(header_timeout)
-    )
-    server = _ReadyServer(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(30)
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    protocol = header_deadline_protocol(header_timeout)
+    with serve(app, lifespan="off", http=protocol) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def _read_all(conn: socket.socket) -> bytes:

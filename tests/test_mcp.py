@@ -4,18 +4,14 @@ five tools, their structured content and text, the documents as resources, and t
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -28,12 +24,11 @@ from service.api.mcp import INSTRUCTIONS
 from service.config import Settings
 from service.embedding import Embedder
 from service.indexing import Builder
-from tests.conftest import FakeEmbedder, WriteSeed
+from tests.conftest import FakeEmbedder, WriteSeed, serve
 
 pytestmark = pytest.mark.anyio
 
 KEY = "mcp-key-4d2a"
-STARTUP_SECONDS = 60.0
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "000_6103265ed68543fd.txt"
 
@@ -53,43 +48,6 @@ QUESTION = "How many troops did North Korea send?"
 def anyio_backend() -> str:
     """The MCP client runs on asyncio, as uvicorn does."""
     return "asyncio"
-
-
-class ReadyServer(uvicorn.Server):
-    """uvicorn that sets `ready` once it has started, so a test waits on an event, not a poll."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """Start as uvicorn does, then signal it."""
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run app with uvicorn in a thread on a free loopback port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound here and handed over: no race for the port
-    server = ReadyServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
-
-    def run() -> None:
-        try:
-            server.run(sockets=[sock])
-        finally:
-            server.ready.set()  # a failed startup must not leave the test waiting
-
-    thread = threading.Thread(target=run, name="uvicorn-mcp-test", daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(STARTUP_SECONDS) and server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture

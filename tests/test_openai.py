@@ -6,11 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -18,8 +14,6 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import openai
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -28,12 +22,11 @@ from service.api import create_app
 from service.config import Settings
 from service.embedding import Embedder
 from service.indexing import Builder
-from tests.conftest import FakeEmbedder, WriteSeed
+from tests.conftest import FakeEmbedder, WriteSeed, serve
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "000_6103265ed68543fd.txt"
 TROOPS = "How many troops has North Korea sent to Russia?"
-STARTUP_SECONDS = 60.0
 
 ClientFor = Callable[[Settings], TestClient]
 
@@ -743,32 +736,6 @@ def seed_index(folder: Path, embedder: Embedder) -> Settings:
     settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=folder / "index")
     Builder(settings, embedder).build()
     return settings
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run app with uvicorn in a background thread on a free loopback port; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound here and handed over: no race for the port
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-test", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + STARTUP_SECONDS
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("uvicorn exited during startup")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start within {STARTUP_SECONDS}s")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ from service.errors import KeysFileError
 from service.indexing import Builder
 from service.keys import KeyRing, add_key, hash_key, read_keys
 from service.store import build_path, read_manifest, read_pointer
-from tests.conftest import FakeEmbedder, WriteSeed
-from tests.test_mcp import call, connect, serve
+from tests.conftest import FakeEmbedder, WriteSeed, serve
+from tests.test_mcp import call, connect
 
 HR_CANARY = "zebrafalcon"
 ENG_CANARY = "quokkanebula"

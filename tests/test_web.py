@@ -23,9 +23,10 @@ from service.config import Settings
 from service.embedding import Embedder
 from service.indexing import Builder
 from service.keys import add_key
+from tests.conftest import serve
 from tests.test_generation_api import Upstream, fake_llm
 from tests.test_generation_api import serve as serve_llm
-from tests.test_openai import SEED, TROOPS, seed_index, serve
+from tests.test_openai import SEED, TROOPS, seed_index
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
