@@ -4,6 +4,7 @@ while a 17th sends poison. Real bundled model, real uvicorn servers, real HTTP c
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -13,7 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.poison import POISONS, SLOW_CLIENTS, run_poison
 from service.api import create_app
+from service.api.observability import METHODS
+from service.api.server import header_deadline_protocol
 from service.config import Settings
 from service.embedding import Embedder, Tokenizer, Vectors
 from service.indexing import Builder
@@ -185,3 +189,43 @@ def test_a_question_gets_the_same_passages_and_scores_alone_and_amid_16_clients(
             assert len(shared) == 1 and len(shared[0]) > 1, shared  # encoded with others
             assert got[question] == alone
             assert alone["passages"]  # every chunk of the small index, ranked
+
+
+# The poisoning client's kinds and what each must get: a 4xx (or 200 for globs that are only
+# long), never a 5xx or a dropped connection.
+POISON_ANSWERS = {
+    "chat lone surrogate": {"400"},
+    "ask lone surrogate": {"422"},
+    "ask NaN": {"422"},
+    "chat Infinity": {"400"},
+    "random method": {"405", "404"},
+    "50 long globs": {"200"},
+}
+HTTP_ROUTES = {"/v1/ask", "/v1/chat/completions", "/metrics", "unmatched"}
+
+
+def test_normal_clients_see_no_errors_while_a_client_sends_poison(
+    corpus: Settings, real_embedder: Embedder
+) -> None:
+    app = create_app(corpus, embedder=real_embedder)
+    with serve(app, http=header_deadline_protocol(0.5)) as url:
+        runs = [
+            run_poison(url, QUESTIONS, concurrency=16, seconds=seconds, baseline=False, seed=i)
+            for i, seconds in enumerate((2.0, 1.0))
+        ]
+    for run in runs:
+        assert (run.poisoned.errors, run.poisoned.first_error) == (0, None)
+        assert run.poisoned.requests >= 16
+        answers = {kind: set(got) for kind, got in run.poison.answers.items()}
+        assert answers == {kind: answers.get(kind) for kind in POISONS}  # every kind was sent
+        for kind, got in answers.items():
+            assert got <= POISON_ANSWERS[kind], (kind, run.poison.answers[kind])
+        assert run.poison.slow_cut >= 1  # slow headers are cut off
+        assert run.poison.slow_opened - run.poison.slow_cut <= SLOW_CLIENTS  # (open at the end)
+    labels = runs[0].metrics_after.http_label_sets
+    for label in labels:
+        method, route = re.search(r'method="([^"]*)".*route="([^"]*)"', label).groups()  # type: ignore[union-attr]
+        assert method in METHODS | {"other"} and route in HTTP_ROUTES, label
+    # More poison of the same kinds adds no series: the label sets are fixed.
+    assert runs[1].metrics_after.http_label_sets == labels
+    assert runs[1].metrics_after.series == runs[1].metrics_before.series
