@@ -8,14 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from service.builds import IndexHolder
 from service.config import Mode, Settings
 from service.embedding import Embedder
 from service.indexing import Builder, BuildReport
 from service.search import Searcher
-from tests.conftest import TEN_PIECE_SENTENCES
+from tests.conftest import TEN_PIECE_SENTENCES, WriteSeed
 from tests.test_ray import all_vectors, chunk_rows, shared_manifest
 
 # Fields a build's manifest may differ in besides its id and time: how it came about.
@@ -57,24 +56,6 @@ VACCINES = paragraphs(
 )
 
 
-@pytest.fixture
-def small_real(tmp_path: Path, seeds: Path) -> Settings:
-    """Settings with a 32-token chunk budget (several chunks per file) and no environment."""
-    return Settings(
-        _env_file=None,
-        seeds_dir=seeds,
-        index_dir=tmp_path / "index",
-        cache_dir=tmp_path / "cache",
-        chunk_tokens=32,
-    )
-
-
-def write(seeds: Path, name: str, text: str) -> None:
-    path = seeds / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def top10(settings: Settings, embedder: Embedder, mode: Mode) -> list[list[tuple[str, float]]]:
     """Each question's top 10 (chunk id, score) on the published build."""
     holder = IndexHolder(settings.index_dir, embedder)
@@ -97,20 +78,24 @@ def incremental(builder: Builder) -> BuildReport:
 
 
 def test_an_incremental_build_equals_a_full_build(
-    small_real: Settings, seeds: Path, tmp_path: Path, real_embedder: Embedder
+    small: Settings,
+    seeds: Path,
+    write_seed: WriteSeed,
+    tmp_path: Path,
+    real_embedder: Embedder,
 ) -> None:
-    write(seeds, "library.md", LIBRARY)
-    write(seeds, "planets.txt", PLANETS)
-    write(seeds, "sub/bread.md", BREAD)
-    builder = Builder(small_real, real_embedder)
+    write_seed("library.md", LIBRARY)
+    write_seed("planets.txt", PLANETS)
+    write_seed("sub/bread.md", BREAD)
+    builder = Builder(small, real_embedder)  # 32-token chunks: several per file
     assert builder.build().published
 
-    write(seeds, "vaccines.txt", VACCINES)
+    write_seed("vaccines.txt", VACCINES)
     assert incremental(builder).added == ["vaccines.txt"]
-    write(seeds, "planets.txt", PLANETS.replace("Titan", "Titan and Enceladus") + "Venus is hot.\n")
+    write_seed("planets.txt", PLANETS.replace("Titan", "Titan and Enceladus") + "Venus is hot.\n")
     assert incremental(builder).modified == ["planets.txt"]
     (seeds / "library.md").unlink()
-    write(seeds, "notes/library.md", LIBRARY)  # a rename: new source, same text
+    write_seed("notes/library.md", LIBRARY)  # a rename: new source, same text
     (seeds / "sub" / "bread.md").rename(seeds / "sub" / "sourdough.md")
     report = incremental(builder)
     assert (report.added, report.deleted) == (
@@ -118,21 +103,21 @@ def test_an_incremental_build_equals_a_full_build(
         ["library.md", "sub/bread.md"],
     )
     (seeds / "vaccines.txt").unlink()
-    write(seeds, "vaccines.md", "# Vaccines\n\n" + VACCINES)  # renamed and modified
+    write_seed("vaccines.md", "# Vaccines\n\n" + VACCINES)  # renamed and modified
     assert incremental(builder).deleted == ["vaccines.txt"]
 
-    full = small_real.model_copy(update={"index_dir": tmp_path / "full-index"})
+    full = small.model_copy(update={"index_dir": tmp_path / "full-index"})
     report = Builder(full, real_embedder).build(full=True)
     assert report.chunks_reused == 0 and report.chunks_embedded == report.chunks > 12
 
-    rows = chunk_rows(small_real)
+    rows = chunk_rows(small)
     assert [c.chunk_id for c in rows] == [c.chunk_id for c in chunk_rows(full)]
     assert rows == chunk_rows(full)  # text, offsets, lines, titles, sections
-    manifest, full_manifest = shared_manifest(small_real), shared_manifest(full)
+    manifest, full_manifest = shared_manifest(small), shared_manifest(full)
     for key in HISTORY:
         manifest.pop(key), full_manifest.pop(key)
     assert manifest == full_manifest
-    vectors = all_vectors(small_real, real_embedder)
+    vectors = all_vectors(small, real_embedder)
     assert np.array_equal(vectors, all_vectors(full, real_embedder))
     for mode in ("hybrid", "dense", "keyword"):
-        assert top10(small_real, real_embedder, mode) == top10(full, real_embedder, mode), mode
+        assert top10(small, real_embedder, mode) == top10(full, real_embedder, mode), mode
