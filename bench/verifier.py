@@ -34,9 +34,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.embedding import Embedder
-
 from service.chunking import split_sentences
+from service.embedding import Embedder
 from service.keyword import STOPWORDS
 from service.verification import (
     _NUMBER,
