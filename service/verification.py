@@ -598,9 +598,49 @@ _SYMMETRIC = (
     "conflict",
     "war",
 )
+# Words that link anything to anything: sharing them is no sign of the same relation.
+_FUNCTION_WORDS = frozenset(
+    [
+        "has",
+        "have",
+        "had",
+        "do",
+        "does",
+        "did",
+        "been",
+        "being",
+        "it",
+        "its",
+        "he",
+        "his",
+        "him",
+        "she",
+        "her",
+        "we",
+        "our",
+        "they",
+        "them",
+        "who",
+        "whom",
+        "which",
+        "what",
+        "also",
+        "alreadi",
+        "about",
+        "around",
+        "approxim",
+        "near",
+        "up",
+        "so",
+        "than",
+        "onli",
+    ]
+)
 # Prefixes that negate the word they precede ("unaware", "dishonest", "non-binding").
 _NEGATING_PREFIXES = ("un", "dis", "non")
-_BE = frozenset(["is", "are", "was", "were", "be", "been", "being"])
+_BE = frozenset(
+    ["is", "are", "was", "were", "be", "been", "being", "isn't", "aren't", "wasn't", "weren't"]
+)
 # Two facts further apart than this are not taken to be one relation.
 ROLE_SPAN = 20
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][\w'’]*|[,;:()\[\]—–]|(?<=\s)-(?=\s)|[.!?](?=\s|$)")
@@ -668,7 +708,7 @@ class _Anchor:
     key: tuple[str, ...]
     at: int
     end: int
-    initial: bool  # the first word of the text: capitalised whatever it is
+    initial: bool  # the first word of a sentence: capitalised whatever it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -698,6 +738,7 @@ def _parse(text: str) -> _Parsed:
     stems = tuple(
         _stem(t.lower()) if t[:1].isalpha() and t.lower() not in STOPWORDS else None for t in tokens
     )
+    starts = {0} | {k + 1 for k, t in enumerate(tokens) if t in (".", "!", "?")}
     anchors: list[_Anchor] = []
     i = 0
     while i < len(tokens):
@@ -708,17 +749,17 @@ def _parse(text: str) -> _Parsed:
             if end < len(tokens) and tokens[end].lower() in _SCALES:
                 value *= _SCALES[tokens[end].lower()]
                 end += 1
-            anchors.append(_Anchor((_number_key(value),), i, end, i == 0))
+            anchors.append(_Anchor((_number_key(value),), i, end, False))
             i = end
             continue
         end = i
-        while end < len(tokens) and _name_word(tokens[end], end == 0):
+        while end < len(tokens) and _name_word(tokens[end], end in starts):
             end += 1
             if tokens[end - 1].endswith(("'s", "’s")):
                 break  # "Russia's military": the possessive ends the name
         if end > i:
             words = tuple(re.sub(r"['’]s$", "", t).lower() for t in tokens[i:end])
-            anchors.append(_Anchor(words, i, end, i == 0))
+            anchors.append(_Anchor(words, i, end, i in starts))
             i = end
         else:
             i += 1
@@ -752,7 +793,8 @@ def _agent_marked(between: Sequence[str]) -> bool:
     words = list(between)
     while words and words[-1] in _DETERMINERS:
         words.pop()
-    return bool(words) and words[-1] in ("by", "from") and any(w in _BE for w in words)
+    be = any(w.replace("’", "'") in _BE for w in words)
+    return be and bool(words) and words[-1] in ("by", "from")
 
 
 def _between_words(parsed: _Parsed, a: _Anchor, b: _Anchor) -> frozenset[str]:
@@ -780,7 +822,14 @@ def _links(parsed: _Parsed, keep: Callable[[tuple[str, ...]], bool]) -> list[_Li
             between = parsed.tokens[a.end : b.at]
             if any(not t[:1].isalnum() for t in between):
                 break  # a clause ends between them
-            if not _same_fact(a.key, b.key):
+            nearer = any(
+                _same_fact(x.key, a.key) or _same_fact(x.key, b.key)
+                for x in anchors
+                if a.end <= x.at < b.at
+            )
+            # The relation is with the nearest mention: "A paid B ... for B's troops" links
+            # A to the first B only.
+            if not _same_fact(a.key, b.key) and not nearer:
                 lower = [t.lower() for t in between]
                 words = _between_words(parsed, a, b)
                 out.append(_Link(a.key, b.key, words, _agent_marked(lower)))
@@ -795,9 +844,10 @@ def swapped_roles(claim: str, window: str) -> tuple[str, str] | None:
     c, w = _parse(claim), _parse(window)
 
     def shared(key: tuple[str, ...]) -> bool:
-        return any(_same_fact(key, a.key) for a in w.anchors) and any(
-            _same_fact(key, a.key) for a in c.anchors
-        )
+        # A capitalised first word ("Drawing from ...") is a name only if it is one elsewhere.
+        here = [a for a in c.anchors if _same_fact(key, a.key)]
+        there = [a for a in w.anchors if _same_fact(key, a.key)]
+        return bool(here and there) and not all(a.initial for a in here + there)
 
     if sum(1 for a in c.anchors if shared(a.key)) < 2:
         return None
