@@ -11,6 +11,7 @@ import pytest
 from service.errors import SeedsNotFoundError
 from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.models import Document, Skipped
+from service.parsers import FORMATS, PARSERS, SUPPORTED
 from service.parsers.base import ParseError
 
 MAX = 20_000_000
@@ -185,8 +186,24 @@ def test_missing_seeds_folder(tmp_path: Path) -> None:
     with pytest.raises(SeedsNotFoundError) as info:
         scan_seeds(tmp_path / "nope", MAX)
     assert str(info.value) == (
-        f"seeds folder {tmp_path / 'nope'} does not exist; create it and add .txt or .md files"
+        f"seeds folder {tmp_path / 'nope'} does not exist; create it and add files of a "
+        f"supported type ({', '.join(PARSERS)})"
     )
+
+
+def test_seeds_folder_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("Notes.")
+    with pytest.raises(SeedsNotFoundError) as info:
+        scan_seeds(tmp_path / "notes.txt", MAX)
+    assert str(info.value) == (
+        f"seeds folder {tmp_path / 'notes.txt'} is a file, not a folder; pass the folder that "
+        f"holds the files to index ({', '.join(PARSERS)})"
+    )
+
+
+def test_messages_list_every_supported_file_type() -> None:
+    assert SUPPORTED.split(", ") == [e for m in FORMATS for e in m.EXTENSIONS]
+    assert SUPPORTED.startswith(".txt, .md, .markdown, .html, .htm, .pdf, .docx")
 
 
 def test_file_changed_between_scan_and_parse(seeds: Path) -> None:
