@@ -71,11 +71,31 @@ def test_markdown_decoded_exactly(seeds: Path) -> None:
         ("a.md", "preamble\n## Sub heading\n# Main heading\nbody", "Main heading"),
         ("a.md", "#NoSpace\nbody", "#NoSpace"),
         ("a.md", "\n  text before\nmore", "text before"),
-        ("a.txt", "x" * 250 + "\nmore", "x" * 200),
-        ("a.md", "# " + "h" * 250 + "\nbody", "h" * 200),
-        ("a.md", "   \n" + "y" * 201, "y" * 200),
+        # A long first line of plain text is a paragraph: the file name is the title.
+        ("a.txt", "x" * 250 + "\nmore", "a.txt"),
+        ("notes/a.txt", "word " * 50 + "\nmore", "a.txt"),
+        ("a.txt", "  Short   title  \n" + "word " * 50, "Short title"),
+        # Elsewhere a long title is cut after its last whole word, never inside one.
+        ("a.md", "# " + "h" * 250 + "\nbody", "h" * 199 + "\u2026"),
+        ("a.md", "   \n" + "y" * 201, "y" * 199 + "\u2026"),
+        ("a.md", "# " + "abcdefghi " * 30 + "\nbody", ("abcdefghi " * 20).strip() + "\u2026"),
+        ("a.md", "# " + "abcdefghij " * 30 + "\nbody", ("abcdefghij " * 18).strip() + "\u2026"),
+        # Markdown titles are plain text: badges go, links keep their text, no markup.
+        (
+            "a.md",
+            "# groundqa [![CI](https://x/badge.svg)](https://x/ci) ![logo](logo.png)\n",
+            "groundqa",
+        ),
+        ("a.md", "# The **bold** and _quiet_ `code` [guide](g.md) ~~old~~\n",
+         "The bold and quiet code guide old"),
+        ("a.md", "# See <https://example.org> and <b>this</b>\n",
+         "See https://example.org and this"),
+        ("a.md", "# snake_case_name stays\n", "snake_case_name stays"),
+        # Without a level-1 heading: the first line with text once plain (not a badge line).
+        ("a.md", "[![CI](https://x/b.svg)](https://x)\n\n## How to *build*\n", "How to build"),
+        ("a.md", "---\ntitle: front\n---\nFirst [line](x.md)\n", "First line"),
     ],
-)
+)  # fmt: skip
 def test_titles(seeds: Path, name: str, text: str, title: str) -> None:
     assert parse_one(seeds, name, text.encode()).title == title
 
