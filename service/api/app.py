@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
 from service.api.auth import AuthMiddleware
-from service.api.inputs import HostCheckMiddleware, InputCheckMiddleware, printable
+from service.api.inputs import HostCheckMiddleware, InputCheckMiddleware, clipped, printable
 from service.api.mcp import McpEndpoint, McpRoute
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.openai import install_error_handlers
@@ -225,8 +225,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own handler echoes each invalid input, which JSON may not be able to hold.
-        return JSONResponse({"detail": printable(jsonable_encoder(exc.errors()))}, 422)
+        # FastAPI's own handler echoes each invalid input, which JSON may not be able to hold
+        # and which may be a whole over-long question.
+        errors = clipped(printable(jsonable_encoder(exc.errors())))
+        return JSONResponse({"detail": errors}, 422)
 
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
