@@ -45,16 +45,49 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_ERROR)
 
 
+def _default(settings: Settings, name: str) -> str:
+    """`default: VALUE` of a setting for --help, naming its GROUNDQA_ variable when the
+    environment (or .env) set it: the help shows what a run would use."""
+    value = getattr(settings, name)
+    shown = "none" if value is None else str(value)
+    where = f", from GROUNDQA_{name.upper()}" if name in settings.model_fields_set else ""
+    return f"default: {shown}{where}".replace("%", "%%")  # argparse %-formats help
+
+
+# The options that override a setting, by the setting they override.
+OPTIONS = {
+    "seeds_dir": "--seeds",
+    "index_dir": "--index",
+    "host": "--host",
+    "port": "--port",
+    "mode": "--mode",
+    "ray_address": "--ray-address",
+    "watch": "--watch",
+}
+
+
+def settings_of(overrides: dict[str, Any]) -> Settings:
+    """Settings from the environment and the options' overrides; UsageError naming the option
+    or GROUNDQA_ variable when a value is invalid (a typo must not end in a traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        name = OPTIONS[field] if field in overrides else f"GROUNDQA_{field.upper()}"
+        raise UsageError(f"{name}: {first['msg']}") from exc
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by command-line options."""
     overrides: dict[str, Any] = {}
-    for name in ("seeds_dir", "index_dir", "host", "port", "mode", "ray_address"):
+    for name in OPTIONS:
         value = getattr(args, name, None)
-        if value is not None:
+        if value is not None and value is not False:
             overrides[name] = value
-    if getattr(args, "watch", False):
-        overrides["watch"] = True
-    return Settings(**overrides)
+    return settings_of(overrides)
 
 
 def _builder(settings: Settings, engine: str = "local") -> Builder:
@@ -111,6 +144,10 @@ def summary_text(report: BuildReport) -> str:
         lines.append(f"  skipped {skip['source']}: {skip['reason']}")
     if len(report.skipped) > LISTED_FILES:
         lines.append(f"  ... and {len(report.skipped) - LISTED_FILES} more skipped (see --json)")
+    if report.files_indexed == 0:
+        from service.parsers import SUPPORTED
+
+        lines.append(f"No files indexed: add files of a supported type ({SUPPORTED}).")
     if not report.dry_run:
         lines.append(
             f"Chunks: {report.chunks} total, {report.chunks_embedded} embedded, "
@@ -141,14 +178,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask_request(args: argparse.Namespace) -> AskRequest:
+def _ask_request(args: argparse.Namespace, settings: Settings) -> AskRequest:
     """The question and its options checked as the API checks them, with its messages."""
     from pydantic import ValidationError
 
     from service.api.schemas import AskRequest
 
+    top_k = settings.top_k if args.top_k is None else args.top_k
     try:
-        return AskRequest(question=args.question, top_k=args.top_k, mode=args.mode)
+        return AskRequest(question=args.question, top_k=top_k, mode=args.mode)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = {"question": "QUESTION", "top_k": "--top-k"}.get(str(first["loc"][0]), "")
@@ -164,8 +202,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from service.embedding import embedder_for
     from service.search import Searcher
 
-    request = _ask_request(args)  # before the model loads: bad input fails at once
     settings = _settings(args)
+    request = _ask_request(args, settings)  # before the model loads: bad input fails at once
     embedder = embedder_for(settings)
     holder = IndexHolder(settings.index_dir, embedder)
     holder.refresh()
@@ -268,6 +306,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_split(dataset: Path, requested: str | None) -> str:
+    """The qrels split to score: the one asked for, else the only one in qrels/, else test;
+    UsageError naming the splits there when the one asked for is missing or none is clear."""
+    splits = sorted(p.stem for p in (dataset / "qrels").glob("*.tsv"))
+    if not splits:
+        return requested or "test"  # beir_files says which file is missing
+    listed = ", ".join(splits)
+    if requested is not None and requested not in splits:
+        raise UsageError(f"--split {requested}: {dataset} has no such split; it has {listed}")
+    if requested is not None:
+        return requested
+    if len(splits) == 1:
+        return splits[0]
+    if "test" in splits:
+        return "test"
+    raise UsageError(f"{dataset} has several splits ({listed}): pick one with --split")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Index a BEIR-layout dataset and print retrieval metrics per mode, or with
     --conversations score multi-turn conversations against their standalone questions."""
@@ -278,6 +334,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.conversations is not None:
         return _eval_conversations(args, settings)
+    args.split = eval_split(args.dataset, args.split)
     beir_files(args.dataset, args.split)  # a missing file fails before the model loads
     embedder = embedder_for(settings)
     modes = [args.mode] if args.mode else list(MODES)
@@ -309,6 +366,7 @@ def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
     # Before the model loads: a wrong file or folder fails at once.
     conversations = load_conversations(args.conversations)
     if is_beir(args.dataset):
+        args.split = eval_split(args.dataset, args.split)
         beir_files(args.dataset, args.split)
     elif not args.dataset.is_dir():
         raise DatasetError(f"{args.dataset} is neither a BEIR dataset nor a folder of seeds")
@@ -317,7 +375,7 @@ def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
         conversations,
         settings,
         embedder_for(settings),
-        split=args.split,
+        split=args.split or "test",  # used only by BEIR datasets
         conversations_file=str(args.conversations),
         mode=args.mode,
         cache_dir=args.cache,
@@ -332,7 +390,7 @@ def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
 
 def _keys_file(args: argparse.Namespace) -> Path:
     """The keys file: --file, else GROUNDQA_KEYS_FILE."""
-    path: Path | None = args.file or Settings().keys_file
+    path: Path | None = args.file or settings_of({}).keys_file
     if path is None:
         raise KeysFileError("no keys file: set GROUNDQA_KEYS_FILE or pass --file PATH")
     return path
@@ -410,41 +468,62 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the groundqa command."""
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the groundqa command; its help shows the defaults of settings
+    (the environment's, when the caller built them from it)."""
+    settings = settings or Settings.model_construct()  # built-in defaults, no environment
     parser = Parser(prog="groundqa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def default(name: str) -> str:
+        return _default(settings, name)
+
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--seeds", dest="seeds_dir", type=Path, help="seeds folder (default: seeds)")
-        p.add_argument("--index", dest="index_dir", type=Path, help="index folder (default: index)")
+        p.add_argument(
+            "--seeds",
+            dest="seeds_dir",
+            type=Path,
+            metavar="FOLDER",
+            help=f"seeds folder ({default('seeds_dir')})",
+        )
+        p.add_argument(
+            "--index",
+            dest="index_dir",
+            type=Path,
+            metavar="FOLDER",
+            help=f"index folder ({default('index_dir')})",
+        )
 
     p = sub.add_parser("index", help="build or update the index from the seeds folder")
     common(p)
     p.add_argument("--full", action="store_true", help="re-embed everything, ignoring the cache")
     p.add_argument("--dry-run", action="store_true", help="print the plan without writing")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object (no progress)"
+    )
     p.add_argument(
         "--engine",
         choices=["local", "ray"],
         default="local",
         help="where files are chunked and embedded: this process, or a Ray cluster "
-        "(needs groundqa[ray])",
+        "(needs groundqa[ray]; default: local)",
     )
     p.add_argument(
         "--ray-address",
         dest="ray_address",
         metavar="ADDRESS",
-        help="Ray cluster to join (default: GROUNDQA_RAY_ADDRESS, else a local cluster)",
+        help=f"Ray cluster to join ({default('ray_address')}; none: a local cluster)",
     )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("ask", help="answer a question from the index")
     common(p)
     p.add_argument("question", help="the question (1-2000 characters)")
-    p.add_argument("--top-k", type=int, default=5, metavar="N", help="passages, 1-50 (default: 5)")
+    p.add_argument("--top-k", type=int, metavar="N", help=f"passages, 1-50 ({default('top_k')})")
     p.add_argument(
-        "--mode", choices=["hybrid", "dense", "keyword"], help="retrieval (default: GROUNDQA_MODE)"
+        "--mode",
+        choices=["hybrid", "dense", "keyword"],
+        help=f"retrieval ({default('mode')})",
     )
     p.add_argument("--json", action="store_true", help="print the API's JSON body")
     p.set_defaults(func=cmd_ask)
@@ -460,9 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve HTTP, building the index first if missing or stale")
     common(p)
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--watch", action="store_true", help="rebuild when seeds/ changes")
+    p.add_argument("--host", help=f"address to bind ({default('host')})")
+    p.add_argument("--port", type=int, help=f"port to bind ({default('port')})")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help=f"rebuild when the seeds folder changes ({default('watch')})",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="score retrieval on a BEIR-layout dataset")
@@ -472,11 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with corpus.jsonl, queries.jsonl, qrels/ (with --conversations also a "
         "seeds folder)",
     )
-    p.add_argument("--split", default="test", help="qrels/<split>.tsv to use (default: test)")
+    p.add_argument(
+        "--split",
+        help="qrels/<split>.tsv to use (default: the only split in qrels/, else test)",
+    )
     p.add_argument(
         "--mode",
         choices=["hybrid", "dense", "keyword"],
-        help="default: all three (with --conversations: the configured mode)",
+        help=f"default: all three (with --conversations: {settings.mode})",
     )
     p.add_argument(
         "--conversations",
@@ -485,7 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the multi-turn conversations of FILE (see bench/conversations/README.md) "
         "by turn position, next to their standalone questions",
     )
-    p.add_argument("--cache", type=Path, help="folder for the dataset's index")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        metavar="FOLDER",
+        help=f"folder for the dataset's index (default: {settings.cache_dir / 'eval'})",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -493,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
 
     def keys_file(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--file", type=Path, help="keys file (default: GROUNDQA_KEYS_FILE)")
+        p.add_argument("--file", type=Path, help=f"keys file ({default('keys_file')})")
 
     p = keys_sub.add_parser("add", help="create a key and print it once")
     keys_file(p)
@@ -514,14 +605,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = keys_sub.add_parser("revoke", help="remove a key (a running server refuses it at once)")
     keys_file(p)
-    p.add_argument("name")
+    p.add_argument("name", help="the name of the key to remove")
     p.set_defaults(func=cmd_keys_revoke)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; domain errors become one line on stderr and a non-zero exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        environment = settings_of({})  # for --help's defaults; the commands add the options
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    args = build_parser(environment).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("groundqa").setLevel(logging.INFO)
     try:

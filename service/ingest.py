@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from service.errors import SeedsNotFoundError
 from service.models import Document, Skipped
-from service.parsers import PARSERS
+from service.parsers import PARSERS, SUPPORTED
 from service.parsers.base import DEFAULT_OPTIONS, Parsed, ParseError, ParseLimits, ParseOptions
 
 if TYPE_CHECKING:
@@ -120,9 +120,15 @@ def _why(exc: BaseException) -> str:
 def scan_seeds(seeds_dir: Path, max_file_bytes: int) -> tuple[list[SeedFile], list[Skipped]]:
     """List the indexable files of seeds_dir with their sha256, and the files skipped with why.
     No single file or folder can stop the scan: whatever fails is a skip entry."""
+    if seeds_dir.exists() and not seeds_dir.is_dir():
+        raise SeedsNotFoundError(
+            f"seeds folder {seeds_dir} is a file, not a folder; pass the folder that holds "
+            f"the files to index ({SUPPORTED})"
+        )
     if not seeds_dir.is_dir():
         raise SeedsNotFoundError(
-            f"seeds folder {seeds_dir} does not exist; create it and add .txt or .md files"
+            f"seeds folder {seeds_dir} does not exist; create it and add files of a supported "
+            f"type ({SUPPORTED})"
         )
     root = seeds_dir.resolve()
     files: list[SeedFile] = []

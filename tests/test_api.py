@@ -364,7 +364,8 @@ def test_index_info_and_staleness(
         "chunks": manifest.chunks,
         "stale": False,
         "skipped": [],
-        "rebuild_reason": "no published build",
+        # The served build was a first build, but nothing calls for a full rebuild now.
+        "rebuild_reason": None,
     }
     r = client.get("/v1/index")
     assert (r.status_code, r.json()) == (200, expected)
@@ -374,6 +375,19 @@ def test_index_info_and_staleness(
     assert client.get("/v1/index").json() == expected
     write_seed("new.txt", "A new file.")
     assert client.get("/v1/index").json() == {**expected, "stale": True}
+
+
+def test_index_info_says_why_the_next_build_is_a_full_one(
+    client_for: ClientFor, build_id: str, settings: Settings
+) -> None:
+    tokens = settings.chunk_tokens
+    client = client_for(settings.model_copy(update={"chunk_tokens": tokens + 8}))
+    body = client.get("/v1/index").json()
+    assert (body["build_id"], body["stale"], body["rebuild_reason"]) == (
+        build_id,
+        True,
+        f"settings changed: chunk_tokens {tokens!r} -> {tokens + 8!r}",
+    )
 
 
 # --- admin -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -17,6 +18,7 @@ from service.api.routes import to_response
 from service.builds import IndexHolder
 from service.config import Settings
 from service.indexing import build_lock
+from service.parsers import SUPPORTED
 from service.search import Searcher
 from service.store import read_pointer
 from tests.conftest import FakeEmbedder, WriteSeed
@@ -281,8 +283,32 @@ def test_missing_seeds_folder(
     )
     assert (code, out) == (2, "")
     assert err == (
-        f"error: seeds folder {missing} does not exist; create it and add .txt or .md files\n"
+        f"error: seeds folder {missing} does not exist; create it and add files of a supported "
+        f"type ({SUPPORTED})\n"
     )
+
+
+def test_seeds_folder_that_is_a_file(
+    capsys: pytest.CaptureFixture[str], settings: Settings, fake_model: FakeEmbedder
+) -> None:
+    seed = settings.seeds_dir / "notes.txt"
+    seed.parent.mkdir(parents=True, exist_ok=True)
+    seed.write_text(NOTES)
+    code, out, err = run(capsys, "index", "--seeds", str(seed), "--index", str(settings.index_dir))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: seeds folder {seed} is a file, not a folder; pass the folder that holds the "
+        f"files to index ({SUPPORTED})\n"
+    )
+
+
+def test_empty_seeds_folder_says_what_to_add(
+    capsys: pytest.CaptureFixture[str], settings: Settings, fake_model: FakeEmbedder
+) -> None:
+    settings.seeds_dir.mkdir(parents=True, exist_ok=True)
+    code, out, err = run(capsys, "index", *paths(settings))
+    assert (code, err) == (0, "")
+    assert f"No files indexed: add files of a supported type ({SUPPORTED}).\n" in out
 
 
 def test_ask_without_index(
@@ -427,3 +453,149 @@ def test_misuse_is_one_line_and_exit_2_before_the_model_loads(
         code = int(str(exc.code))
     out, err = capsys.readouterr()
     assert (code, out, err) == (2, "", message + "\n")
+
+
+# --- help: every option described, with the defaults a run would use --------------------------
+
+
+def subparsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every (sub)command's parser, by its prog name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield child.prog, child
+                yield from subparsers(child)
+
+
+def test_every_option_has_help_text() -> None:
+    commands = dict(subparsers(cli.build_parser()))
+    assert {"groundqa index", "groundqa ask", "groundqa keys revoke"} <= set(commands)
+    undescribed = [
+        (prog, action.dest)
+        for prog, parser in commands.items()
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not (action.help or "").strip()
+    ]
+    assert undescribed == []
+
+
+def help_of(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The --help text of a command, whitespace collapsed (argparse wraps to the terminal)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_the_effective_defaults(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "--seeds FOLDER seeds folder (default: seeds)" in help_of(capsys, "index")
+    monkeypatch.setenv("GROUNDQA_SEEDS_DIR", "/srv/seeds")
+    monkeypatch.setenv("GROUNDQA_TOP_K", "7")
+    monkeypatch.setenv("GROUNDQA_PORT", "9000")
+    text = help_of(capsys, "ask")
+    assert "--seeds FOLDER seeds folder (default: /srv/seeds, from GROUNDQA_SEEDS_DIR)" in text
+    assert "--index FOLDER index folder (default: index)" in text
+    assert "--top-k N passages, 1-50 (default: 7, from GROUNDQA_TOP_K)" in text
+    assert "--mode {hybrid,dense,keyword} retrieval (default: hybrid)" in text
+    assert "--port PORT port to bind (default: 9000, from GROUNDQA_PORT)" in help_of(
+        capsys, "serve"
+    )
+
+
+def test_an_invalid_environment_variable_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROUNDQA_PORT", "many")
+    code, out, err = run(capsys, "index", "--help")
+    assert (code, out) == (2, "")
+    assert err == (
+        "error: GROUNDQA_PORT: Input should be a valid integer, unable to parse string as an "
+        "integer\n"
+    )
+
+
+def test_an_invalid_option_value_names_the_option(
+    capsys: pytest.CaptureFixture[str], fake_model: FakeEmbedder
+) -> None:
+    code, out, err = run(capsys, "serve", "--port", "0")
+    assert (code, out, err) == (
+        2,
+        "",
+        "error: --port: Input should be greater than or equal to 1\n",
+    )
+
+
+def test_ask_takes_its_default_top_k_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    fake_model: FakeEmbedder,
+    write_seed: WriteSeed,
+) -> None:
+    for n in range(4):
+        write_seed(f"{n}.txt", f"Note {n} says the library opens at {n} o'clock.\n")
+    index_json(capsys, settings)
+    monkeypatch.setenv("GROUNDQA_TOP_K", "3")
+    code, out, err = run(capsys, "ask", "When does the library open?", *paths(settings), "--json")
+    assert (code, err) == (0, "")
+    assert len(json.loads(out)["passages"]) == 3
+
+
+# --- eval's split ----------------------------------------------------------------------------
+
+
+def beir_dataset(root: Path, *splits: str) -> Path:
+    """A one-document BEIR folder with the given qrels splits."""
+    root.mkdir(parents=True)
+    (root / "corpus.jsonl").write_text(CORPUS)
+    (root / "queries.jsonl").write_text(QUERIES)
+    (root / "qrels").mkdir()
+    for split in splits:
+        (root / "qrels" / f"{split}.tsv").write_text(QRELS)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("splits", "argv", "chosen"),
+    [
+        (["train"], [], "train"),
+        (["dev", "test", "train"], [], "test"),
+        (["dev", "train"], ["--split", "dev"], "dev"),
+    ],
+)
+def test_eval_picks_a_split(
+    tmp_path: Path,
+    splits: list[str],
+    argv: list[str],
+    chosen: str,
+) -> None:
+    dataset = beir_dataset(tmp_path / "data", *splits)
+    args = cli.build_parser().parse_args(["eval", str(dataset), *argv])
+    assert cli.eval_split(dataset, args.split) == chosen
+
+
+@pytest.mark.parametrize(
+    ("splits", "argv", "message"),
+    [
+        (["dev", "train"], ["--split", "test"],
+         "--split test: {} has no such split; it has dev, train"),
+        (["dev", "train"], [], "{} has several splits (dev, train): pick one with --split"),
+    ],
+)  # fmt: skip
+def test_eval_without_a_clear_split_is_one_line_before_the_model_loads(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    splits: list[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("service.embedding.embedder_for", no_model)
+    dataset = beir_dataset(tmp_path / "data", *splits)
+    code, out, err = run(capsys, "eval", str(dataset), *argv)
+    assert (code, out, err) == (2, "", f"error: {message.format(dataset)}\n")

@@ -11,6 +11,7 @@ import pytest
 from service.errors import SeedsNotFoundError
 from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.models import Document, Skipped
+from service.parsers import FORMATS, PARSERS, SUPPORTED
 from service.parsers.base import ParseError
 
 MAX = 20_000_000
@@ -70,11 +71,31 @@ def test_markdown_decoded_exactly(seeds: Path) -> None:
         ("a.md", "preamble\n## Sub heading\n# Main heading\nbody", "Main heading"),
         ("a.md", "#NoSpace\nbody", "#NoSpace"),
         ("a.md", "\n  text before\nmore", "text before"),
-        ("a.txt", "x" * 250 + "\nmore", "x" * 200),
-        ("a.md", "# " + "h" * 250 + "\nbody", "h" * 200),
-        ("a.md", "   \n" + "y" * 201, "y" * 200),
+        # A long first line of plain text is a paragraph: the file name is the title.
+        ("a.txt", "x" * 250 + "\nmore", "a.txt"),
+        ("notes/a.txt", "word " * 50 + "\nmore", "a.txt"),
+        ("a.txt", "  Short   title  \n" + "word " * 50, "Short title"),
+        # Elsewhere a long title is cut after its last whole word, never inside one.
+        ("a.md", "# " + "h" * 250 + "\nbody", "h" * 199 + "\u2026"),
+        ("a.md", "   \n" + "y" * 201, "y" * 199 + "\u2026"),
+        ("a.md", "# " + "abcdefghi " * 30 + "\nbody", ("abcdefghi " * 20).strip() + "\u2026"),
+        ("a.md", "# " + "abcdefghij " * 30 + "\nbody", ("abcdefghij " * 18).strip() + "\u2026"),
+        # Markdown titles are plain text: badges go, links keep their text, no markup.
+        (
+            "a.md",
+            "# groundqa [![CI](https://x/badge.svg)](https://x/ci) ![logo](logo.png)\n",
+            "groundqa",
+        ),
+        ("a.md", "# The **bold** and _quiet_ `code` [guide](g.md) ~~old~~\n",
+         "The bold and quiet code guide old"),
+        ("a.md", "# See <https://example.org> and <b>this</b>\n",
+         "See https://example.org and this"),
+        ("a.md", "# snake_case_name stays\n", "snake_case_name stays"),
+        # Without a level-1 heading: the first line with text once plain (not a badge line).
+        ("a.md", "[![CI](https://x/b.svg)](https://x)\n\n## How to *build*\n", "How to build"),
+        ("a.md", "---\ntitle: front\n---\nFirst [line](x.md)\n", "First line"),
     ],
-)
+)  # fmt: skip
 def test_titles(seeds: Path, name: str, text: str, title: str) -> None:
     assert parse_one(seeds, name, text.encode()).title == title
 
@@ -185,8 +206,24 @@ def test_missing_seeds_folder(tmp_path: Path) -> None:
     with pytest.raises(SeedsNotFoundError) as info:
         scan_seeds(tmp_path / "nope", MAX)
     assert str(info.value) == (
-        f"seeds folder {tmp_path / 'nope'} does not exist; create it and add .txt or .md files"
+        f"seeds folder {tmp_path / 'nope'} does not exist; create it and add files of a "
+        f"supported type ({', '.join(PARSERS)})"
     )
+
+
+def test_seeds_folder_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("Notes.")
+    with pytest.raises(SeedsNotFoundError) as info:
+        scan_seeds(tmp_path / "notes.txt", MAX)
+    assert str(info.value) == (
+        f"seeds folder {tmp_path / 'notes.txt'} is a file, not a folder; pass the folder that "
+        f"holds the files to index ({', '.join(PARSERS)})"
+    )
+
+
+def test_messages_list_every_supported_file_type() -> None:
+    assert SUPPORTED.split(", ") == [e for m in FORMATS for e in m.EXTENSIONS]
+    assert SUPPORTED.startswith(".txt, .md, .markdown, .html, .htm, .pdf, .docx")
 
 
 def test_file_changed_between_scan_and_parse(seeds: Path) -> None:

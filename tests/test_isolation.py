@@ -111,6 +111,19 @@ def test_validation_errors_echo_unencodable_query_input_safely(client: TestClien
     assert [(e["loc"], e["input"]) for e in r.json()["detail"]] == [(["query", "top_k"], "inf")]
 
 
+def test_validation_errors_cut_an_over_long_echo(client: TestClient) -> None:
+    question = "why " * 1000
+    r = client.post("/v1/ask", json={"question": question})
+    assert r.status_code == 422
+    assert [(e["loc"], e["msg"], e["input"]) for e in r.json()["detail"]] == [
+        (
+            ["body", "question"],
+            "String should have at most 2000 characters",
+            f"{question[:100]}... (4000 characters)",
+        )
+    ]
+
+
 def test_printable_makes_any_echo_json_safe() -> None:
     assert printable({"a\ud800": [float("nan"), float("-inf"), 1.5, "x\udfff", None]}) == {
         "a\\ud800": ["nan", "-inf", 1.5, "x\\udfff", None]

@@ -137,6 +137,28 @@ def test_request_metrics_count_by_route_and_status(built: Settings, client_for: 
     assert delta("groundqa_search_seconds_sum") > 0
 
 
+def test_docs_and_page_requests_are_counted_by_route(built: Settings, client_for: Client) -> None:
+    client = client_for(built)
+    before = scrape(client)
+    for url in ("/docs", "/openapi.json", "/docs/assets/swagger-ui.css", "/", "/static/app.js"):
+        assert client.get(url).status_code == 200, url
+    after = scrape(client)
+    name = "groundqa_http_requests_total"
+    counted = {
+        dict(labels)["route"]: after[(n, labels)] - before.get((n, labels), 0.0)
+        for n, labels in after
+        if n == name and dict(labels)["method"] == "GET" and dict(labels)["status"] == "200"
+    }
+    assert {route: count for route, count in counted.items() if count} == {
+        "/docs": 1,
+        "/openapi.json": 1,
+        "/docs/assets/{name}": 1,
+        "/": 1,
+        "/static/{name}": 1,
+        "/metrics": 1,  # the first scrape
+    }
+
+
 def test_index_gauges_follow_the_served_build(
     built: Settings, client_for: Client, write_seed: WriteSeed
 ) -> None:

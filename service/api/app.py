@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
 from service.api.auth import AuthMiddleware
-from service.api.inputs import HostCheckMiddleware, InputCheckMiddleware, printable
+from service.api.inputs import HostCheckMiddleware, InputCheckMiddleware, clipped, printable
 from service.api.mcp import McpEndpoint, McpRoute
 from service.api.observability import LimitsMiddleware, ObservabilityMiddleware
 from service.api.openai import install_error_handlers
@@ -27,7 +27,7 @@ from service.api.state import AppState, principal_of
 from service.api.web import router as web_router
 from service.builds import IndexHolder
 from service.config import Settings
-from service.embedding import Embedder, embedder_for
+from service.embedding import Embedder, embedder_for, rebuild_embedder
 from service.errors import (
     BuildInProgressError,
     DocumentNotFoundError,
@@ -69,7 +69,9 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
     state.embedder.embed(["warm up"])
     state.holder = IndexHolder(settings.index_dir, state.embedder)
     state.searcher = Searcher(settings, state.embedder, state.holder)
-    state.rebuilds = RebuildManager(settings, Builder(settings, state.embedder), state.holder)
+    # An injected embedder (shared or fake) also embeds the server's rebuilds.
+    builds = state.embedder if embedder else rebuild_embedder(settings, state.embedder)
+    state.rebuilds = RebuildManager(settings, Builder(settings, builds), state.holder)
     metrics = state.metrics
 
     def record(job: Job) -> None:
@@ -223,8 +225,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own handler echoes each invalid input, which JSON may not be able to hold.
-        return JSONResponse({"detail": printable(jsonable_encoder(exc.errors()))}, 422)
+        # FastAPI's own handler echoes each invalid input, which JSON may not be able to hold
+        # and which may be a whole over-long question.
+        errors = clipped(printable(jsonable_encoder(exc.errors())))
+        return JSONResponse({"detail": errors}, 422)
 
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:

@@ -70,6 +70,22 @@ def printable(value: Any) -> Any:
     return value
 
 
+# A 422 echoes each invalid input: a long one is cut to this many characters (saying so).
+ECHO_CHARS = 100
+
+
+def clipped(value: Any, limit: int = ECHO_CHARS) -> Any:
+    """value with every string longer than limit cut to its first limit characters and the
+    length it had (an echo need not carry the whole of an over-long question back)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... ({len(value)} characters)"
+    if isinstance(value, dict):
+        return {k: clipped(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clipped(v, limit) for v in value]
+    return value
+
+
 def check_body(body: bytes) -> str | None:
     """Why body cannot be accepted, or None (also for bodies that are not JSON at all: the
     routes answer those with their own 400/422)."""

@@ -20,8 +20,16 @@ from service.store import Manifest
 
 access_log = logging.getLogger("groundqa.access")
 audit_log = logging.getLogger("groundqa.audit")
-# Probes and the page's files are not audited: they show no document data.
-UNAUDITED = ("/healthz", "/readyz", "/", "/static/{name}")
+# Probes, the page's files and the API docs are not audited: they show no document data.
+UNAUDITED = (
+    "/healthz",
+    "/readyz",
+    "/",
+    "/static/{name}",
+    "/docs",
+    "/docs/assets/{name}",
+    "/openapi.json",
+)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Bodies are kept for the access log only with log_questions, and only this much of them.
@@ -109,6 +117,14 @@ def _method_of(scope: Scope) -> str:
 def _route_of(scope: Scope) -> str:
     """The route template that matched (bounded cardinality), or 'unmatched'."""
     route = scope.get("route")
+    if route is None and "endpoint" in scope:
+        # Plain Starlette routes (FastAPI's /openapi.json) do not record themselves in the
+        # scope as FastAPI's do: find the one that matched among the app's routes.
+        app = scope.get("app")
+        for candidate in getattr(getattr(app, "router", None), "routes", ()):
+            if getattr(candidate, "endpoint", None) is scope["endpoint"]:
+                route = candidate
+                break
     path = getattr(route, "path", None)
     return str(path) if path else "unmatched"
 

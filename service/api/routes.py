@@ -34,6 +34,7 @@ from service.api.state import Access, AccessDep, Admin, ApiKey, AppState, Search
 from service.config import Mode
 from service.conversation import Turn, ask_conversation
 from service.errors import DocumentNotFoundError
+from service.indexing import BuildPlan
 from service.rebuild import StaleCheck
 from service.search import Searcher
 from service.store import DocumentInfo
@@ -295,16 +296,20 @@ def list_collections(searcher: SearcherDep, access: AccessDep) -> CollectionList
     )
 
 
-def visible_stale(state: AppState, searcher: Searcher, scope: Scope) -> bool:
-    """Whether seeds/ changed since the build, judged on the files the scope sees (a change
-    elsewhere is not the key's business) or on settings that rebuild everything. The scan is
-    cached for settings.stale_check_interval: concurrent callers never each hash seeds/."""
+def _seeds_plan(state: AppState, searcher: Searcher) -> BuildPlan | None:
+    """The plan a build of seeds/ would follow now against the served build (the cached scan,
+    shared by every caller for settings.stale_check_interval); None when seeds/ is unreadable."""
     checker = state.stale_check
     if checker is None:
         checker = state.stale_check = StaleCheck(
             state.settings, searcher.embedder.model_id, state.settings.stale_check_interval
         )
-    plan = checker.plan(searcher.holder.current.build_id)
+    return checker.plan(searcher.holder.current.build_id)
+
+
+def visible_stale(plan: BuildPlan | None, scope: Scope) -> bool:
+    """Whether seeds/ changed since the build, judged on the files the scope sees (a change
+    elsewhere is not the key's business) or on settings that rebuild everything."""
     if plan is None or plan.full_reason:
         return True
     changed = (*plan.added, *plan.modified, *plan.deleted)
@@ -321,15 +326,18 @@ def index_info(state: StateDep, searcher: SearcherDep, access: AccessDep) -> Ind
     visible = index.chunks.visible(scope)
     skipped = [s for s in manifest.skipped if scope.allows(s.source, collection_of(s.source))]
     access.record(index.build_id, 0)
+    plan = _seeds_plan(state, searcher)
     return IndexInfo(
         build_id=index.build_id,
         model=manifest.model.id,
         created_at=manifest.created_at,
         documents=len(visible),
         chunks=sum(d.chunks for d in visible),
-        stale=visible_stale(state, searcher, scope),
+        stale=visible_stale(plan, scope),
         skipped=[vars_of(s) for s in skipped],
-        rebuild_reason=manifest.rebuild_reason,
+        # Why the next build would re-embed everything (settings changed, build unusable), not
+        # why the served one did: that was "no published build" for every first build.
+        rebuild_reason=plan.full_reason if plan is not None else None,
     )
 
 

@@ -274,7 +274,7 @@ class IndexInfo(BaseModel):
     chunks: int
     stale: bool
     skipped: list[dict[str, str]]
-    rebuild_reason: str | None = None
+    rebuild_reason: str | None = None  # why the next build would re-embed everything
 
 
 class JobOut(BaseModel):

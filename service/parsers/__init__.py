@@ -45,3 +45,5 @@ def registry(formats: tuple[ModuleType, ...] = FORMATS) -> dict[str, Parser]:
 
 
 PARSERS: dict[str, Parser] = registry()
+# The supported file types as messages list them: ".txt, .md, .markdown, ...".
+SUPPORTED = ", ".join(PARSERS)

@@ -127,12 +127,27 @@ def decode_utf8(data: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
+def cut_title(title: str, limit: int = TITLE_MAX_CHARS) -> str:
+    """title on one line (whitespace runs as one space) of at most limit characters: a longer
+    one is cut after its last whole word that fits, with "…" (a single word too long for the
+    limit is cut where it must be)."""
+    title = " ".join(title.split())
+    if len(title) <= limit:
+        return title
+    head = title[: limit - 1]
+    if title[limit - 1] != " " and " " in head:
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip(" ,;:-\u2013\u2014") + "\u2026"
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of text, stripped ("" when there is none)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def first_line_title(text: str, fallback: str) -> str:
-    """The first non-empty line, cut to TITLE_MAX_CHARS, or the fallback."""
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:TITLE_MAX_CHARS]
-    return fallback[:TITLE_MAX_CHARS]
+    """The first non-empty line, cut at a word boundary (cut_title), or the fallback."""
+    return cut_title(first_line(text) or fallback)
 
 
 def sections_from_headings(text: str, headings: Sequence[Heading]) -> tuple[Section, ...]:
@@ -231,4 +246,4 @@ def open_zip(data: bytes, kind: str, options: ParseOptions) -> zipfile.ZipFile:
 
 def file_title(source: str) -> str:
     """A title from a file name, for formats whose first line is no title (sheets)."""
-    return Path(source).name[:TITLE_MAX_CHARS]
+    return cut_title(Path(source).name)

@@ -13,11 +13,11 @@ from service.models import Section
 from service.parsers import html
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Parsed,
     ParseError,
     ParseOptions,
     TextBuilder,
+    cut_title,
     file_title,
     open_zip,
 )
@@ -104,6 +104,4 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
     text = out.text()
     if not text.strip():
         raise ParseError("no readable text in the e-book")
-    return Parsed(
-        text=text, title=title[:TITLE_MAX_CHARS] or file_title(source), sections=tuple(sections)
-    )
+    return Parsed(text=text, title=cut_title(title) or file_title(source), sections=tuple(sections))

@@ -9,11 +9,11 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Heading,
     Parsed,
     ParseError,
     ParseOptions,
+    cut_title,
     first_line_title,
     sections_from_headings,
 )
@@ -310,7 +310,7 @@ def _title(tree: LexborHTMLParser, text: str, headings: list[Heading], source: s
     if not title:
         h1 = tree.css_first("h1")
         title = " ".join(h1.text(deep=True).split()) if h1 is not None else ""
-    return title[:TITLE_MAX_CHARS] if title else first_line_title(text, source)
+    return cut_title(title) if title else first_line_title(text, source)
 
 
 def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:

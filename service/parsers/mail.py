@@ -11,13 +11,13 @@ from email.parser import BytesParser
 from service.parsers import html
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Attachment,
     Parsed,
     ParseError,
     ParseOptions,
     TextBuilder,
     clean,
+    cut_title,
     file_title,
 )
 
@@ -104,7 +104,7 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
         raise ParseError("e-mail without subject or body")
     return Parsed(
         text=text,
-        title=title[:TITLE_MAX_CHARS] or file_title(source),
+        title=cut_title(title) or file_title(source),
         attachments=tuple(attachments),
         omitted=tuple(omitted),
     )

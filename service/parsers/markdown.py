@@ -7,12 +7,11 @@ from collections.abc import Iterator
 
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Heading,
     Parsed,
     ParseOptions,
+    cut_title,
     decode_utf8,
-    first_line_title,
     sections_from_headings,
 )
 
@@ -21,8 +20,12 @@ EXTENSIONS = (".md", ".markdown")
 _ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*\r?$")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})([^\r]*)\r?$")
 _FRONT_MATTER_END = re.compile(r"(?:---|\.\.\.)[ \t]*\r?$")
-_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_EMPHASIS = re.compile(r"\*+|`+|(?<!\w)_+|_+(?!\w)")  # not the `_` inside snake_case
+# Inline markup a title shows as plain text: images (badges) go, links keep their text.
+_IMAGE = re.compile(r"!\[[^\]]*\](?:\([^)]*\)|\[[^\]]*\])")
+_LINK = re.compile(r"\[([^\]]*)\](?:\([^)]*\)|\[[^\]]*\])")
+_AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]*)>")
+_TAG = re.compile(r"</?[A-Za-z][^>]*>")
+_EMPHASIS = re.compile(r"\*+|`+|~~|(?<!\w)_+|_+(?!\w)")  # not the `_` inside snake_case
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
@@ -35,22 +38,30 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
         pos = end + 1
 
 
-def _plain(title: str) -> str:
-    """Heading text without link targets and emphasis markers."""
-    return " ".join(_EMPHASIS.sub("", _LINK.sub(r"\1", title)).split())
-
-
-def headings(text: str) -> list[Heading]:
-    """ATX headings (`#` to `######`) outside fenced code blocks and front matter."""
-    found: list[Heading] = []
-    fence: str | None = None  # the opening fence while inside a code block
+def _body_lines(text: str) -> Iterator[tuple[int, str]]:
+    """_lines of text after its front matter (a `---` block at the very start), if any."""
     lines = _lines(text)
     if text.startswith("---\n") or text.startswith("---\r\n"):
         next(lines)
         for _, line in lines:
             if _FRONT_MATTER_END.match(line):
                 break
-    for offset, line in lines:
+    return lines
+
+
+def plain(markup: str) -> str:
+    """Inline Markdown as plain text: no images or HTML tags, links as their text, no emphasis
+    or code markers."""
+    text = _TAG.sub("", _AUTOLINK.sub(r"\1", markup))  # an autolink is no tag
+    text = _LINK.sub(r"\1", _IMAGE.sub("", text))  # a badge is an image inside a link
+    return " ".join(_EMPHASIS.sub("", text).split())
+
+
+def headings(text: str) -> list[Heading]:
+    """ATX headings (`#` to `######`) outside fenced code blocks and front matter."""
+    found: list[Heading] = []
+    fence: str | None = None  # the opening fence while inside a code block
+    for offset, line in _body_lines(text):
         fenced = _FENCE.match(line)
         if fence is not None:
             # Only a run of the same character, at least as long and with nothing after, closes.
@@ -67,7 +78,7 @@ def headings(text: str) -> list[Heading]:
             continue
         match = _ATX.match(line)
         if match:
-            title = _plain(match.group(2) or "")
+            title = plain(match.group(2) or "")
             found.append(Heading(offset, offset + len(line), len(match.group(1)), title))
     return found
 
@@ -78,11 +89,16 @@ def markdown_title(text: str, fallback: str) -> str:
 
 
 def title_of(text: str, found: list[Heading], fallback: str) -> str:
-    """The first level-1 heading among found, else the first non-empty line."""
+    """The first level-1 heading among found, else the first line with text once plain (a
+    badge line has none), as plain text cut at a word boundary; else the fallback."""
     for heading in found:
         if heading.level == 1 and heading.title:
-            return heading.title[:TITLE_MAX_CHARS]
-    return first_line_title(text, fallback)
+            return cut_title(heading.title)
+    for _, line in _body_lines(text):
+        atx = _ATX.match(line)
+        if title := plain(atx.group(2) or "" if atx else line):
+            return cut_title(title)
+    return cut_title(fallback)
 
 
 def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> Parsed:

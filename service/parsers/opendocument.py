@@ -10,12 +10,12 @@ from defusedxml import ElementTree
 
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Heading,
     Parsed,
     ParseError,
     ParseOptions,
     TextBuilder,
+    cut_title,
     first_line_title,
     open_zip,
     sections_from_headings,
@@ -121,6 +121,6 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
     title = meta_title or next((h.title for h in headings if h.level == 1), "")
     return Parsed(
         text=text,
-        title=title[:TITLE_MAX_CHARS] or first_line_title(text, source),
+        title=cut_title(title) or first_line_title(text, source),
         sections=sections_from_headings(text, headings),
     )

@@ -9,11 +9,11 @@ from service.models import Span
 from service.parsers import ocr
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Budget,
     Parsed,
     ParseError,
     ParseOptions,
+    cut_title,
     first_line_title,
 )
 
@@ -109,5 +109,5 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
         pages.append(Span(pos, pos + len(page_text)))
         pos += len(page_text)
     text = PAGE_SEPARATOR.join(texts)
-    title = _metadata_title(reader)[:TITLE_MAX_CHARS] or first_line_title(text, source)
+    title = cut_title(_metadata_title(reader)) or first_line_title(text, source)
     return Parsed(text=text, title=title, pages=tuple(pages), omitted=recognised.omitted)

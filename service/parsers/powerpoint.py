@@ -10,12 +10,12 @@ from typing import Any
 from service.models import Section, Span
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Parsed,
     ParseError,
     ParseOptions,
     TextBuilder,
     clean,
+    cut_title,
     file_title,
     open_zip,
 )
@@ -102,7 +102,7 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
     title = next((s.path for s in sections), "") or file_title(source)
     return Parsed(
         text=text,
-        title=title[:TITLE_MAX_CHARS],
+        title=cut_title(title),
         sections=tuple(sections),
         slides=tuple(spans),
         omitted=omitted,

@@ -12,11 +12,11 @@ from collections.abc import Iterable, Sequence
 from service.models import Row, Section
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Parsed,
     ParseError,
     ParseOptions,
     TextBuilder,
+    cut_title,
     file_title,
     open_zip,
 )
@@ -116,7 +116,7 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
         raise ParseError("no rows with values under a header in the workbook")
     return Parsed(
         text=text,
-        title=title[:TITLE_MAX_CHARS] or file_title(source),
+        title=cut_title(title) or file_title(source),
         sections=tuple(writer.sections),
         rows=tuple(writer.rows),
         omitted=tuple(writer.omitted),

@@ -9,13 +9,13 @@ from typing import Any
 
 from service.parsers.base import (
     DEFAULT_OPTIONS,
-    TITLE_MAX_CHARS,
     Heading,
     Parsed,
     ParseError,
     ParseOptions,
     TextBuilder,
     clean,
+    cut_title,
     first_line_title,
     open_zip,
     sections_from_headings,
@@ -92,6 +92,6 @@ def parse(data: bytes, source: str, options: ParseOptions = DEFAULT_OPTIONS) -> 
         title = next((h.title for h in headings if h.level <= 2), "")
     return Parsed(
         text=text,
-        title=title[:TITLE_MAX_CHARS] or first_line_title(text, source),
+        title=cut_title(title) or first_line_title(text, source),
         sections=sections_from_headings(text, headings),
     )
