@@ -115,7 +115,7 @@ def test_engine_ray_without_ray_is_one_line_with_the_install_command(
     def no_model(*args: Any, **kwargs: Any) -> Embedder:
         raise AssertionError("the model must not load when the engine cannot run")
 
-    monkeypatch.setattr("service.embedding.load_embedder", no_model)
+    monkeypatch.setattr("service.embedding.embedder_for", no_model)
     write_seed("notes.txt", "Notes\n\nThe cafe serves espresso.\n")
     argv = ["index", "--seeds", str(settings.seeds_dir), "--index", str(settings.index_dir)]
     code = cli.main([*argv, "--engine", "ray", "--json"])
@@ -219,7 +219,7 @@ def test_cli_engine_ray(
     write_seed: WriteSeed,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("service.embedding.load_embedder", lambda *a, **k: fake_embedder)
+    monkeypatch.setattr("service.embedding.embedder_for", lambda *a, **k: fake_embedder)
     monkeypatch.setattr(
         "service.ray_engine.settings_factory", lambda s: fake_factory(fake_embedder)
     )
