@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -222,7 +223,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         where = place(c)  # slide, sheet and rows, or pages, where the format has them
         at = f", {where}" if where else ""
         print(f"[{p.rank}] {c.source}{at}, lines {c.line_start}-{c.line_end} (score {p.score:.4f})")
-        print(f"    {p.text}\n")
+        print(textwrap.indent(p.text, "    ") + "\n")  # whole, every line under its source
     print(f"build {body.index.build_id}, {body.took_ms:.1f} ms")
     return 0
 
