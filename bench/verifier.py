@@ -1,6 +1,7 @@
 """The verifier benchmark: faithful sentences vs corruptions, built at run time from SQuAD.
 
-`python -m bench.verifier [../shared/eval/squad] [--limit N] [--json]`. No LLM is involved.
+`python -m bench.verifier [../shared/eval/squad] [--limit N] [--seed-claims FILE] [--json]`.
+No LLM is involved.
 From each sampled SQuAD answer, the sentence of its paragraph holding the answer is a claim
 citing that paragraph. Faithful items: the sentence itself and light rewrites that keep its
 facts (marker placement, an opener moved, a parenthesis dropped, the first clause alone, a
@@ -10,6 +11,12 @@ another paragraph of the same article (the most similar one). The verifier must 
 corruption and accept every faithful item. Thresholds are chosen on half of the articles (the
 most corruptions caught with at most 5 % of faithful items rejected) and reported on the other
 half, and on everything at the shipped thresholds.
+
+Then the seed set (`bench/verifier/seed_claims.json`, our own claims about the seed article,
+every kind of corruption including swapped roles and words of opposite meaning): each claim
+goes alone to POST /v1/verify of an app serving an index of that one seed file, exactly as a
+user would send it (a claim with `cites_paragraph` names that paragraph as passage [1]), at
+the shipped thresholds.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.chunking import split_sentences
+from service.embedding import Embedder
 from service.keyword import STOPWORDS
 from service.verification import (
     _NUMBER,
@@ -42,6 +50,8 @@ from service.verification import (
 LEXICAL_GRID = (0.3, 0.4, 0.5, 0.6)
 SEMANTIC_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "squad"
+SEED_CLAIMS = Path(__file__).resolve().parent / "verifier" / "seed_claims.json"
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 MONTHS = [
     "January",
     "February",
@@ -292,25 +302,72 @@ def calibrate(
     return min(near, key=lambda r: (r[2].lexical + r[2].semantic, r[1]))[2]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.verifier", description=__doc__)
-    parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--limit", type=int, default=400, help="answer sentences (default 400)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    from service.config import Settings
-    from service.embedding import embedder_for
+def seed_items(path: Path) -> tuple[str, list[Item], list[int | None]]:
+    """The seed set's source, its claims as items (passage: the seed's text) and the
+    paragraph each cites (None: none named)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    source = str(data["source"])
+    text = (SEEDS / source).read_text(encoding="utf-8")
+    rows = data["claims"]
+    batch = [Item(r["kind"], bool(r["faithful"]), r["text"], text, source) for r in rows]
+    return source, batch, [r.get("cites_paragraph") for r in rows]
 
-    embedder = embedder_for(Settings())
-    embed = cached(embedder.embed)
-    batch = items(args.dataset, args.limit)
+
+def paragraph_span(text: str, number: int) -> tuple[int, int]:
+    """Offsets of the number-th (1-based) non-empty line of text."""
+    start = 0
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if i == number - 1:
+            return start, start + len(line)
+        start += len(line) + 1
+    raise ValueError(f"the seed has {len(lines)} lines, not {number}")
+
+
+def seed_verdicts(path: Path, embedder: Embedder) -> tuple[list[Item], list[bool]]:
+    """Each seed claim sent alone to POST /v1/verify of an app over an index of its seed."""
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+    from service.config import Settings
+    from service.indexing import Builder
+
+    source, batch, cites = seed_items(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        seeds = Path(tmp) / "seeds"
+        seeds.mkdir()
+        (seeds / source).write_bytes((SEEDS / source).read_bytes())
+        settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=Path(tmp) / "index")
+        Builder(settings, embedder).build()
+        accepted: list[bool] = []
+        app = create_app(settings, embedder=embedder)
+        with TestClient(app, base_url="http://localhost") as client:
+            for item, paragraph in zip(batch, cites, strict=True):
+                body: dict[str, object] = {"text": item.claim}
+                if paragraph is not None:
+                    start, end = paragraph_span(item.passage, paragraph)
+                    body["passages"] = [{"source": source, "char_start": start, "char_end": end}]
+                r = client.post("/v1/verify", json=body)
+                r.raise_for_status()
+                sentences = r.json()["sentences"]
+                accepted.append(bool(sentences) and all(s["supported"] for s in sentences))
+    return batch, accepted
+
+
+def squad_report(
+    dataset: Path, limit: int, embed: Callable[[Sequence[str]], npt.NDArray[np.float32]]
+) -> dict[str, object]:
+    """Calibration on half of the SQuAD articles, rates on the other half and on all."""
+    batch = items(dataset, limit)
     articles = sorted({it.article for it in batch})
     calib_titles = set(articles[::2])
     calib = [it for it in batch if it.article in calib_titles]
     held = [it for it in batch if it.article not in calib_titles]
     chosen = calibrate(calib, embed)
     shipped = Thresholds()
-    report = {
+    return {
         "items": len(batch),
         "calibrated": {"lexical": chosen.lexical, "semantic": chosen.semantic},
         "calibration_half": rates(calib, verdicts(calib, embed, chosen)),
@@ -319,6 +376,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "all_at_shipped": rates(batch, accepted := verdicts(batch, embed, shipped)),
         "by_kind_at_shipped": by_kind(batch, accepted),
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.verifier", description=__doc__)
+    parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--limit", type=int, default=400, help="answer sentences (default 400)")
+    parser.add_argument("--seed-claims", type=Path, default=SEED_CLAIMS, help="the seed set")
+    parser.add_argument("--seed-only", action="store_true", help="only the seed set")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from service.config import Settings
+    from service.embedding import embedder_for
+
+    embedder = embedder_for(Settings())
+    embed = cached(embedder.embed)
+    report: dict[str, object] = (
+        {} if args.seed_only else squad_report(args.dataset, args.limit, embed)
+    )
+    seed_batch, seed_accepted = seed_verdicts(args.seed_claims, embedder)
+    report["seed"] = rates(seed_batch, seed_accepted)
+    report["seed_by_kind"] = by_kind(seed_batch, seed_accepted)
+    report["seed_wrong"] = [
+        it.claim for it, ok in zip(seed_batch, seed_accepted, strict=True) if ok != it.faithful
+    ]
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

@@ -12,6 +12,7 @@ Mode = Literal["hybrid", "dense", "keyword"]
 Encoder = Literal["torch", "onnx", "onnx-int8"]
 Ann = Literal["auto", "flat", "ivf", "hnsw"]
 VerifyPolicy = Literal["flag", "drop"]
+RebuildPriority = Literal["low", "normal"]
 
 
 def _split_csv(value: object) -> object:
@@ -55,6 +56,11 @@ class Settings(BaseSettings):
     )
     encoder_workers: int = Field(
         0, ge=0, description="Encoder calls run at once (batches, requests); 0 = one per core."
+    )
+    rebuild_priority: RebuildPriority = Field(
+        "low",
+        description="Rebuilds inside a running server: low (one encoder thread at the lowest CPU "
+        "priority, so queries keep their latency) or normal (every core, like groundqa index).",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Embedding batch size.")
     micro_batch: int = Field(

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from service.builds import IndexHolder
 from service.config import Settings
+from service.embedding.background import lower_thread_priority
 from service.errors import BuildInProgressError, GroundQAError
 from service.indexing import Builder, BuildPlan, seeds_plan
 
@@ -102,6 +103,8 @@ class RebuildManager:
         return job
 
     def _run(self, job: Job) -> None:
+        if self.settings.rebuild_priority == "low":
+            lower_thread_priority()  # this thread is the job's alone: queries keep the cores
         started = time.perf_counter()
 
         def progress(stage: str, fraction: float) -> None:

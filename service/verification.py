@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +21,7 @@ import numpy.typing as npt
 from service.access import EVERYTHING, Scope
 from service.chunking import split_sentences
 from service.errors import DocumentNotFoundError, InvalidSpanError
-from service.keyword import STOPWORDS, tokenize
+from service.keyword import STOPWORDS, _stem, tokenize
 from service.models import Hit
 from service.search import Searcher
 
@@ -53,6 +54,8 @@ _SCALES = {
     "bn": 1_000_000_000,
     "trillion": 1_000_000_000_000,
 }
+# Plural scale words: an order of magnitude without a value ("millions of shells").
+_MULTITUDES = frozenset(["dozens", "hundreds", "thousands", "millions", "billions", "trillions"])
 # "one" is left out: as a pronoun ("the one who") it is no quantity.
 _UNITS = {
     w: i
@@ -315,6 +318,8 @@ def facts(text: str) -> Facts:
         numbers.add(_number_key(value * _SCALES.get(scale, 1)))
     words = _WORD.findall(text)
     numbers.update(_number_key(v) for v in _word_numbers(words))
+    # "millions of shells" is a quantity too: "thousands" must not stand in for it.
+    numbers.update(w.lower() for w in words if w.lower() in _MULTITUDES)
     names: set[str] = set()
     for i, word in enumerate(words):
         base = re.sub(r"['’]s$", "", word)
@@ -467,12 +472,431 @@ def draws_on_both(claim: str, window: Window) -> bool:
     return True
 
 
+# --- who did what to whom, and words of opposite meaning -----------------------------------
+
+# Words whose pairs contradict each other: a claim saying one where its span says the other
+# (and neither says both) is not supported by it. Stemmed when first used.
+_OPPOSITES = (
+    ("increase", "decrease"),
+    ("increase", "reduce"),
+    ("increase", "reduction"),
+    ("increase", "cut"),
+    ("increase", "cease"),
+    ("increase", "lower"),
+    ("rise", "fall"),
+    ("rise", "drop"),
+    ("rise", "decline"),
+    ("raise", "lower"),
+    ("raise", "ease"),
+    ("raise", "reduce"),
+    ("grow", "shrink"),
+    ("grow", "decline"),
+    ("grow", "fall"),
+    ("expand", "shrink"),
+    ("expand", "contract"),
+    ("expansion", "cessation"),
+    ("expansion", "contraction"),
+    ("ramp", "cut"),
+    ("up", "down"),
+    ("gain", "loss"),
+    ("gain", "lose"),
+    ("win", "lose"),
+    ("won", "lost"),
+    ("victory", "defeat"),
+    ("accept", "reject"),
+    ("approve", "reject"),
+    ("confirm", "deny"),
+    ("agree", "disagree"),
+    ("allow", "forbid"),
+    ("allow", "ban"),
+    ("allow", "prohibit"),
+    ("include", "exclude"),
+    ("add", "remove"),
+    ("open", "close"),
+    ("start", "stop"),
+    ("begin", "end"),
+    ("continue", "stop"),
+    ("continue", "cease"),
+    ("advance", "retreat"),
+    ("attack", "defend"),
+    ("strengthen", "weaken"),
+    ("deepen", "weaken"),
+    ("improve", "worsen"),
+    ("improve", "deteriorate"),
+    ("high", "low"),
+    ("higher", "lower"),
+    ("highest", "lowest"),
+    ("large", "small"),
+    ("larger", "smaller"),
+    ("more", "less"),
+    ("more", "fewer"),
+    ("most", "least"),
+    ("many", "few"),
+    ("above", "below"),
+    ("exceed", "below"),
+    ("maximum", "minimum"),
+    ("buy", "sell"),
+    ("bought", "sold"),
+    ("import", "export"),
+    ("enter", "leave"),
+    ("arrive", "depart"),
+    ("success", "failure"),
+    ("succeed", "fail"),
+    ("strong", "weak"),
+    ("rich", "poor"),
+    ("support", "oppose"),
+    ("for", "against"),
+    ("ally", "enemy"),
+    ("allied", "enemy"),
+    ("friend", "enemy"),
+    ("alive", "dead"),
+    ("alive", "deceased"),
+    ("surviving", "deceased"),
+    ("living", "deceased"),
+    ("ill", "well"),
+    ("true", "false"),
+    ("legal", "illegal"),
+    ("positive", "negative"),
+    ("easy", "difficult"),
+    ("cheap", "expensive"),
+    ("escalate", "deescalate"),
+)
+# Verbs naming one transfer from either end: "A paid B" is "B received from A".
+_CONVERSES = (
+    ("pay", "receive"),
+    ("paid", "received"),
+    ("give", "receive"),
+    ("gave", "received"),
+    ("send", "receive"),
+    ("sent", "received"),
+    ("provide", "receive"),
+    ("supply", "receive"),
+    ("sell", "buy"),
+    ("sold", "bought"),
+    ("lend", "borrow"),
+    ("lent", "borrowed"),
+)
+# Relations that read the same both ways ("A's alliance with B"): their order proves nothing.
+_SYMMETRIC = (
+    "alliance",
+    "ally",
+    "cooperation",
+    "cooperate",
+    "partnership",
+    "partner",
+    "relation",
+    "ties",
+    "talks",
+    "agreement",
+    "treaty",
+    "together",
+    "between",
+    "both",
+    "meet",
+    "met",
+    "versus",
+    "conflict",
+    "war",
+)
+# Words that link anything to anything: sharing them is no sign of the same relation.
+_FUNCTION_WORDS = frozenset(
+    [
+        "has",
+        "have",
+        "had",
+        "do",
+        "does",
+        "did",
+        "been",
+        "being",
+        "it",
+        "its",
+        "he",
+        "his",
+        "him",
+        "she",
+        "her",
+        "we",
+        "our",
+        "they",
+        "them",
+        "who",
+        "whom",
+        "which",
+        "what",
+        "also",
+        "alreadi",
+        "about",
+        "around",
+        "approxim",
+        "near",
+        "up",
+        "so",
+        "than",
+        "onli",
+    ]
+)
+# Prefixes that negate the word they precede ("unaware", "dishonest", "non-binding").
+_NEGATING_PREFIXES = ("un", "dis", "non")
+_BE = frozenset(
+    ["is", "are", "was", "were", "be", "been", "being", "isn't", "aren't", "wasn't", "weren't"]
+)
+# Two facts further apart than this are not taken to be one relation.
+ROLE_SPAN = 20
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][\w'’]*|[,;:()\[\]—–]|(?<=\s)-(?=\s)|[.!?](?=\s|$)")
+
+
+def _stems(pairs: Sequence[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for a, b in pairs:
+        sa, sb = _stem(a), _stem(b)
+        out.setdefault(sa, set()).add(sb)
+        out.setdefault(sb, set()).add(sa)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+@cache
+def _opposites() -> dict[str, frozenset[str]]:
+    return _stems(_OPPOSITES)
+
+
+@cache
+def _converses() -> dict[str, frozenset[str]]:
+    return _stems(_CONVERSES)
+
+
+@cache
+def _symmetric() -> frozenset[str]:
+    return frozenset(_stem(w) for w in _SYMMETRIC)
+
+
+def _all_stems(text: str) -> frozenset[str]:
+    """Every word's stem, stop words kept ("up", "for", "more" carry meaning here)."""
+    return frozenset(_stem(w) for w in re.findall(r"[a-z]+", text.lower()))
+
+
+def opposite_words(claim: str, window: str) -> tuple[str, str] | None:
+    """A word of the claim (stem) whose opposite the window says instead, with that opposite:
+    a pair of `_OPPOSITES`, or a word and its negating prefix ("aware", "unaware")."""
+    have, there = _all_stems(claim), _all_stems(window)
+    table = _opposites()
+    for stem in sorted(have - there):
+        for other in sorted(table.get(stem, ())):
+            if other in there and other not in have:
+                return stem, other
+    for side, (one, other_side, one_stems) in enumerate(
+        ((claim, there, have), (window, have, there))
+    ):
+        for word in re.findall(r"[a-z]+", one.lower()):
+            for prefix in _NEGATING_PREFIXES:
+                rest = word[len(prefix) :]
+                if (
+                    word.startswith(prefix)
+                    and len(rest) >= 4
+                    and _stem(word) not in other_side
+                    and _stem(rest) in other_side
+                    and _stem(rest) not in one_stems
+                ):
+                    return (word, rest) if side == 0 else (rest, word)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    """A fact standing at token `at` (to `end`) of a text: a name run or a number."""
+
+    key: tuple[str, ...]
+    at: int
+    end: int
+    initial: bool  # the first word of a sentence: capitalised whatever it is
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A text as tokens, the facts among them and every word's stem (None: not a word)."""
+
+    tokens: tuple[str, ...]
+    stems: tuple[str | None, ...]
+    anchors: tuple[_Anchor, ...]
+
+
+def _name_word(token: str, initial: bool) -> bool:
+    low = re.sub(r"['’]s$", "", token).lower()
+    if not token[:1].isupper() or low in NEGATIONS:
+        return False
+    if low in STOPWORDS and not (token.isupper() and len(token) > 1):
+        return False
+    if low in _UNITS or low in _TENS or low in _ORDINALS or low in _SCALES:
+        return False
+    return not (initial and low in _OPENERS)
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> _Parsed:
+    """Tokens, stems and facts (name runs, numbers with their scale) of a text."""
+    tokens = tuple(_TOKEN.findall(text))
+    stems = tuple(
+        _stem(t.lower()) if t[:1].isalpha() and t.lower() not in STOPWORDS else None for t in tokens
+    )
+    starts = {0} | {k + 1 for k, t in enumerate(tokens) if t in (".", "!", "?")}
+    anchors: list[_Anchor] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token[:1].isdigit():
+            value = _digits(token)
+            end = i + 1
+            if end < len(tokens) and tokens[end].lower() in _SCALES:
+                value *= _SCALES[tokens[end].lower()]
+                end += 1
+            anchors.append(_Anchor((_number_key(value),), i, end, False))
+            i = end
+            continue
+        end = i
+        while end < len(tokens) and _name_word(tokens[end], end in starts):
+            end += 1
+            if tokens[end - 1].endswith(("'s", "’s")):
+                break  # "Russia's military": the possessive ends the name
+        if end > i:
+            words = tuple(re.sub(r"['’]s$", "", t).lower() for t in tokens[i:end])
+            anchors.append(_Anchor(words, i, end, i in starts))
+            i = end
+        else:
+            i += 1
+    return _Parsed(tokens, stems, tuple(anchors))
+
+
+def _same_fact(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether two facts name the same thing: "North Korea" and "North Korean", "Zelensky" and
+    "Volodymyr Zelensky" (a name ending another)."""
+    short, long = sorted((a, b), key=len)
+    tail = long[len(long) - len(short) :]
+    return all(x == y or _same_name(x, y) for x, y in zip(short, tail, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """Two facts of a text with the words between them: one relation, in one direction."""
+
+    first: tuple[str, ...]
+    second: tuple[str, ...]
+    words: frozenset[str]
+    passive: bool  # "was paid by": the second fact is the agent
+
+
+_DETERMINERS = frozenset(["a", "an", "the", "its", "their", "his", "her"])
+
+
+def _agent_marked(between: Sequence[str]) -> bool:
+    """Whether the words between two facts make the second the agent of a passive ("A was
+    paid by B", "A were sent from the B"): a form of "be", then "by" or "from" just before B."""
+    words = list(between)
+    while words and words[-1] in _DETERMINERS:
+        words.pop()
+    be = any(w.replace("’", "'") in _BE for w in words)
+    return be and bool(words) and words[-1] in ("by", "from")
+
+
+def _between_words(parsed: _Parsed, a: _Anchor, b: _Anchor) -> frozenset[str]:
+    """The stems of the words between two facts that are not facts themselves, less the
+    words of symmetric relations."""
+    inside = {k for other in parsed.anchors for k in range(other.at, other.end)}
+    return (
+        frozenset(
+            stem
+            for k in range(a.end, b.at)
+            if k not in inside and (stem := parsed.stems[k]) is not None
+        )
+        - _symmetric()
+    )
+
+
+def _links(parsed: _Parsed, keep: Callable[[tuple[str, ...]], bool]) -> list[_Link]:
+    """Every pair of facts (that keep accepts) within one clause and ROLE_SPAN tokens."""
+    out: list[_Link] = []
+    anchors = [a for a in parsed.anchors if keep(a.key)]
+    for i, a in enumerate(anchors):
+        for b in anchors[i + 1 :]:
+            if b.at - a.end > ROLE_SPAN:
+                break
+            between = parsed.tokens[a.end : b.at]
+            if any(not t[:1].isalnum() for t in between):
+                break  # a clause ends between them
+            nearer = any(
+                _same_fact(x.key, a.key) or _same_fact(x.key, b.key)
+                for x in anchors
+                if a.end <= x.at < b.at
+            )
+            # The relation is with the nearest mention: "A paid B ... for B's troops" links
+            # A to the first B only.
+            if not _same_fact(a.key, b.key) and not nearer:
+                lower = [t.lower() for t in between]
+                words = _between_words(parsed, a, b)
+                out.append(_Link(a.key, b.key, words, _agent_marked(lower)))
+    return out
+
+
+def swapped_roles(claim: str, window: str) -> tuple[str, str] | None:
+    """Two facts of the claim in opposite roles to the window's (who did what to whom, which
+    amount for what): the claim links them by words the window also links them by, but in the
+    other direction, once active/passive voice ("B was paid by A") and converse verbs ("B
+    received from A") are accounted for, and no link of the window agrees. Else None."""
+    c, w = _parse(claim), _parse(window)
+
+    def shared(key: tuple[str, ...]) -> bool:
+        # A capitalised first word ("Drawing from ...") is a name only if it is one elsewhere.
+        here = [a for a in c.anchors if _same_fact(key, a.key)]
+        there = [a for a in w.anchors if _same_fact(key, a.key)]
+        return bool(here and there) and not all(a.initial for a in here + there)
+
+    if sum(1 for a in c.anchors if shared(a.key)) < 2:
+        return None
+    window_links = _links(w, shared)
+    converses = _converses()
+    for link in _links(c, shared):
+        agree = disagree = False
+        for other in window_links:
+            same = _same_fact(link.first, other.first) and _same_fact(link.second, other.second)
+            flipped = _same_fact(link.first, other.second) and _same_fact(link.second, other.first)
+            if not (same or flipped):
+                continue
+            common = link.words & other.words
+            converse = any(
+                converses.get(x, frozenset()) & (other.words - link.words)
+                for x in link.words - other.words
+            )
+            if not common and not converse:
+                continue
+            # Same direction: same order, unless exactly one of voice or verb turns it round.
+            expected_same = (link.passive != other.passive) == converse
+            if same == expected_same:
+                agree = True
+            else:
+                disagree = True
+        if disagree and not agree:
+            return " ".join(link.first), " ".join(link.second)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Check:
     window: Window
     missing: tuple[str, ...]
     negation_ok: bool
     lexical: float
+    conflict: str  # what the window says otherwise ("" when nothing)
+
+
+def conflict(claim: str, window: str) -> str:
+    """What the window says against the claim, as a reason ("" when nothing): a word of
+    opposite meaning, or two facts in swapped roles."""
+    opposite = opposite_words(claim, window)
+    if opposite:
+        return f"says {opposite[0]!r} where the span says {opposite[1]!r}"
+    swapped = swapped_roles(claim, window)
+    if swapped:
+        return f"{swapped[0]!r} and {swapped[1]!r} are in each other's roles in the span"
+    return ""
 
 
 def verify_claim(
@@ -499,9 +923,10 @@ def verify_claim(
     checks = [
         _Check(
             w,
-            tuple(missing_facts(claim_facts, w.text)),
+            missing := tuple(missing_facts(claim_facts, w.text)),
             negation_agrees(claim.text, w.text),
             lexical_agreement(claim.text, w.text),
+            "" if missing else conflict(claim.text, w.text),
         )
         for p in cited
         for w in windows(p)
@@ -511,7 +936,9 @@ def verify_claim(
         return Verdict(claim, False, None, "the cited passages have no text")
     # Only windows passing the cheap checks are embedded.
     viable = [
-        c for c in checks if not c.missing and c.negation_ok and c.lexical >= thresholds.lexical
+        c
+        for c in checks
+        if not c.missing and c.negation_ok and not c.conflict and c.lexical >= thresholds.lexical
     ]
     if viable:
         vectors = embed([claim.text, *(c.window.text for c in viable)])
@@ -547,6 +974,8 @@ def _why_not(checks: Sequence[_Check], thresholds: Thresholds) -> str:
         return "not in the cited span: " + ", ".join(best.missing)
     if not best.negation_ok:
         return "a negation was added or lost"
+    if best.conflict:
+        return best.conflict
     return f"too few of its words are in the cited span ({best.lexical:.2f} < {thresholds.lexical})"
 
 

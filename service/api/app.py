@@ -27,7 +27,7 @@ from service.api.state import AppState, principal_of
 from service.api.web import router as web_router
 from service.builds import IndexHolder
 from service.config import Settings
-from service.embedding import Embedder, embedder_for
+from service.embedding import Embedder, embedder_for, rebuild_embedder
 from service.errors import (
     BuildInProgressError,
     DocumentNotFoundError,
@@ -69,7 +69,9 @@ def _load(state: AppState, embedder: Embedder | None) -> None:
     state.embedder.embed(["warm up"])
     state.holder = IndexHolder(settings.index_dir, state.embedder)
     state.searcher = Searcher(settings, state.embedder, state.holder)
-    state.rebuilds = RebuildManager(settings, Builder(settings, state.embedder), state.holder)
+    # An injected embedder (shared or fake) also embeds the server's rebuilds.
+    builds = state.embedder if embedder else rebuild_embedder(settings, state.embedder)
+    state.rebuilds = RebuildManager(settings, Builder(settings, builds), state.holder)
     metrics = state.metrics
 
     def record(job: Job) -> None:

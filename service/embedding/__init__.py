@@ -3,7 +3,7 @@ batches, micro-batching of concurrent questions)."""
 
 from service.embedding.batches import available_cores
 from service.embedding.hf import HFTokenizer, model_fingerprint
-from service.embedding.load import embedder_for, load_embedder
+from service.embedding.load import embedder_for, load_embedder, rebuild_embedder
 from service.embedding.microbatch import MicroBatcher
 from service.embedding.protocol import Embedder, Tokenizer, Vectors
 
@@ -17,4 +17,5 @@ __all__ = [
     "embedder_for",
     "load_embedder",
     "model_fingerprint",
+    "rebuild_embedder",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.config import Settings
+from service.embedding.background import CallerThreadEmbedder
 from service.embedding.protocol import Embedder
 from service.errors import ModelLoadError
 
@@ -57,4 +58,22 @@ def embedder_for(settings: Settings) -> Embedder:
         # Not the index folder: it may be a read-only volume shared by replicas.
         cache_dir=settings.cache_dir,
         workers=settings.encoder_workers,
+    )
+
+
+def rebuild_embedder(settings: Settings, serving: Embedder) -> Embedder:
+    """The encoder for rebuilds inside a server: with rebuild_priority low, one of the same
+    model that runs on the rebuild's own (lowered) thread; else the serving one, on every core."""
+    if settings.rebuild_priority == "normal":
+        return serving
+    return CallerThreadEmbedder(
+        serving,
+        lambda: load_embedder(
+            settings.model_path,
+            encoder=settings.encoder,
+            cache_dir=settings.cache_dir,
+            threads=1,
+            batch_size=settings.batch_size,
+            workers=1,
+        ),
     )
