@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from service.embedding import Tokenizer
 from service.models import SECTION_SEPARATOR, Chunk, Document, Span
+from service.parsers.base import TITLE_MAX_CHARS, first_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +247,15 @@ def chunk_id(source: str, sha256: str, start: int, end: int) -> str:
     return hashlib.sha256(f"{source}\0{sha256}\0{start}\0{end}".encode()).hexdigest()[:20]
 
 
+def context_title(doc: Document) -> str:
+    """The title embedded before a document's chunks. A plain-text file whose first line is a
+    paragraph is titled by its file name, which says little about its text: its chunks keep
+    the start of that line as context (what they were embedded with before that title rule)."""
+    if doc.source.lower().endswith(".txt") and doc.title == doc.source.rsplit("/", 1)[-1]:
+        return first_line(doc.text)[:TITLE_MAX_CHARS]
+    return doc.title
+
+
 def embedding_text(chunk: Chunk) -> str:
     """The text given to the encoder: title context, then the verbatim passage."""
     return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
@@ -266,7 +276,8 @@ class Chunker:
         """Chunks of doc in order, none across a section or page boundary; each within the
         budget including its embedded context (the title, and the section path when any)."""
         text = doc.text
-        title_tokens = self.count(doc.title) if doc.title else 0
+        title = context_title(doc)
+        title_tokens = self.count(title) if title else 0
         sentences = split_sentences(text)
         if not sentences:
             return []
@@ -279,7 +290,7 @@ class Chunker:
         slide_starts = [p.start for p in doc.slides]
         chunks = []
         for path, spans in groups:
-            context, context_tokens = self._context(doc.title, title_tokens, path)
+            context, context_tokens = self._context(title, title_tokens, path)
             budget = self.settings.text_budget - context_tokens
             units: list[tuple[Span, int]] = []
             for span in spans:

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -164,13 +165,16 @@ def report_json(report: BuildReport) -> str:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Build or update the index from the seeds folder."""
+    from service.progress import StageLines, model_label
+
     settings = _settings(args)
+    show = not args.json and sys.stderr.isatty()  # for people: never in logs or with --json
+    stages = StageLines(sys.stderr if show else None)
+    stages.say(model_label(settings))  # first: an export takes a minute before anything else
     builder = _builder(settings, args.engine)
     try:
         report = builder.build(
-            full=args.full,
-            dry_run=args.dry_run,
-            show_progress=not args.json and sys.stderr.isatty(),
+            full=args.full, dry_run=args.dry_run, show_progress=show, progress=stages
         )
     finally:
         builder.engine.close()
@@ -219,7 +223,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         where = place(c)  # slide, sheet and rows, or pages, where the format has them
         at = f", {where}" if where else ""
         print(f"[{p.rank}] {c.source}{at}, lines {c.line_start}-{c.line_end} (score {p.score:.4f})")
-        print(f"    {p.text}\n")
+        print(textwrap.indent(p.text, "    ") + "\n")  # whole, every line under its source
     print(f"build {body.index.build_id}, {body.took_ms:.1f} ms")
     return 0
 
@@ -275,9 +279,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.api.observability import configure_logging
     from service.api.server import serve
     from service.indexing import seeds_plan
+    from service.progress import StageLines, model_label
     from service.store import read_pointer_or_none
 
     settings = _settings(args)
+    if sys.stderr.isatty():
+        print(f"{model_label(settings)}...", file=sys.stderr, flush=True)
     builder = _builder(settings)
     has_index = read_pointer_or_none(settings.index_dir) is not None
     if settings.index_dir.is_dir() and not os.access(settings.index_dir, os.W_OK):
@@ -297,7 +304,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if plan.changed:
             reason = plan.full_reason or "seeds changed since the last build"
             print(f"Building the index ({reason})...", file=sys.stderr)
-            print(summary_text(builder.build(show_progress=sys.stderr.isatty())), file=sys.stderr)
+            show = sys.stderr.isatty()
+            report = builder.build(
+                show_progress=show, progress=StageLines(sys.stderr if show else None)
+            )
+            print(summary_text(report), file=sys.stderr)
     configure_logging(settings.log_level)
     app = create_app(settings, embedder=builder.embedder)
     # SIGTERM: stop accepting, serve what clients had sent before it, finish in-flight requests
@@ -345,7 +356,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         embedder,
         modes=modes,
         cache_dir=args.cache,
-        progress=not args.json or sys.stderr.isatty(),
+        progress=not args.json and sys.stderr.isatty(),
     )
     print(json.dumps(result, sort_keys=True) if args.json else table(result))
     return 0
@@ -379,7 +390,7 @@ def _eval_conversations(args: argparse.Namespace, settings: Settings) -> int:
         conversations_file=str(args.conversations),
         mode=args.mode,
         cache_dir=args.cache,
-        progress=not args.json or sys.stderr.isatty(),
+        progress=not args.json and sys.stderr.isatty(),
     )
     if args.json:
         print(json.dumps(conversation_json(report), sort_keys=True))

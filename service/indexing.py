@@ -409,6 +409,7 @@ class Builder:
         IndexWriteError when the index folder cannot be written (read-only, disk full)."""
         started = time.perf_counter()
         if dry_run:
+            progress("scanning", 0.0)
             scan = self._plan(full)
             return _report(scan, started, dry_run=True)
         index_dir = self.settings.index_dir
@@ -429,11 +430,13 @@ class Builder:
             # Plan under the lock: a build that waited must diff against what the build it
             # waited for published.
             _clean_debris(index_dir)
+            progress("scanning", 0.0)
             scan = self._plan(full)
             if not scan.plan.changed and scan.previous_id is not None:
                 # Nothing to do: the published build already is this exact function of seeds/.
                 # Folders of builds killed between writing and publishing still go.
                 _prune(index_dir, keep=scan.previous_id)
+                progress("published", 1.0)  # the published build is already this one
                 return _up_to_date_report(scan, published_manifest(index_dir), started)
             timer = _Timer()
             progress("chunking", 0.0)

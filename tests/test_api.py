@@ -502,6 +502,7 @@ def test_admin_rebuild(
         False,
         new_id,
     )
+    assert (again["stage"], again["progress"]) == ("published", 1.0)
 
 
 def test_unknown_job_is_404(build_id: str, settings: Settings, client_for: ClientFor) -> None:

@@ -242,7 +242,13 @@ def test_ask_text(
     lines = out.splitlines()
     assert lines[0].startswith("Answer: ")
     assert re.fullmatch(r"\[1\] guide\.md, lines 1-4 \(score -?\d+\.\d{4}\)", lines[2])
-    assert lines[3] == "    " + GUIDE.strip().replace("\n", "\n    ").splitlines()[0]
+    # The passage whole, every line of it indented under its source line.
+    assert lines[3:7] == [
+        "    # Guide",
+        "",
+        "    The library opens at nine in the morning.",
+        "    It closes at six.",
+    ]
     assert re.fullmatch(rf"build {read_pointer(settings.index_dir)}, \d+\.\d ms", lines[-1])
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from service.chunking import context_title
 from service.errors import SeedsNotFoundError
 from service.ingest import SeedFile, parse_seed, scan_seeds
 from service.models import Document, Skipped
 from service.parsers import FORMATS, PARSERS, SUPPORTED
-from service.parsers.base import ParseError
+from service.parsers.base import TITLE_MAX_CHARS, ParseError
 
 MAX = 20_000_000
 
@@ -233,3 +234,12 @@ def test_file_changed_between_scan_and_parse(seeds: Path) -> None:
     with pytest.raises(ParseError) as info:
         parse_seed(files["a.txt"])
     assert str(info.value) == "file changed while indexing; run the build again"
+
+
+def test_a_file_name_title_keeps_the_first_line_as_embedded_context(seeds: Path) -> None:
+    line = "North Korea " + "sent troops to Russia " * 12
+    doc = parse_one(seeds, "notes/000_61.txt", (line + "\nMore.\n").encode())
+    assert doc.title == "000_61.txt"  # a paragraph is no title
+    assert context_title(doc) == line.strip()[:TITLE_MAX_CHARS]
+    short = parse_one(seeds, "short.txt", b"Short title\nBody.\n")
+    assert context_title(short) == short.title == "Short title"

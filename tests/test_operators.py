@@ -138,7 +138,7 @@ def test_cli_os_errors_are_one_line_exit_2(
     import service.cli as cli
 
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser, broken))
+    monkeypatch.setattr(cli, "build_parser", lambda settings=None: _with_func(parser, broken))
     assert main(["index"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: Permission denied: {tmp_path / 'index'}\n"

@@ -254,6 +254,65 @@ def test_ask_and_open_the_first_citation(page: Page, web_url: str, tmp_path: Pat
 
 
 @pytest.mark.e2e
+def test_a_new_question_starts_from_a_clean_page(page: Page, web_url: str) -> None:
+    """The source panel, the old answer and old errors go when a question is asked."""
+    page.goto(f"{web_url}/")
+    ask_in_page(page, TROOPS)
+    expect(page.locator("#status")).to_contain_text("Answer ready", timeout=30_000)
+    page.locator("#passage-1 button.citation").click()
+    doc_view = page.locator("#doc-view")
+    expect(doc_view.locator("mark#cited-span")).to_have_count(1)
+    assert "doc=" in page.url
+
+    # A validation error leaves no old answer under it.
+    ask_in_page(page, "   ")
+    expect(page.locator("#status")).to_have_text("Type a question first.")
+    expect(page.locator("#results")).to_be_hidden()
+    expect(doc_view).to_be_hidden()
+    assert "doc=" not in page.url
+
+    # The next answer comes without the error and without the last answer's source open.
+    ask_in_page(page, "What is the boiling point of liquid nitrogen in kelvin?")
+    expect(page.locator("#status")).to_contain_text("No grounded answer", timeout=30_000)
+    expect(page.locator("#status")).not_to_have_class(re.compile(r"status-error"))
+    expect(page.locator("#results")).to_be_visible()
+    expect(doc_view).to_be_hidden()
+
+
+@pytest.mark.e2e
+def test_an_over_long_question_is_refused_with_a_message(page: Page, web_url: str) -> None:
+    """Not cut by the input: refused before it is sent, saying why (the API's limit)."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/v1/ask") else None)
+    page.goto(f"{web_url}/")
+    question = "Why? " * 400 + "Why?"  # 2004 characters
+    ask_in_page(page, question)
+    status = page.locator("#status")
+    expect(status).to_have_text(
+        "This question is 2004 characters long; questions may have at most 2000. "
+        "Shorten it and ask again."
+    )
+    expect(status).to_have_class(re.compile(r"status-error"))
+    assert page.get_by_label("Question", exact=True).input_value() == question  # kept whole
+    expect(page.locator("#results")).to_be_hidden()
+    assert asked == []
+
+
+@pytest.mark.e2e
+def test_the_placeholder_names_an_indexed_document(page: Page, tricky_url: str) -> None:
+    """A title of what is indexed, preferring one taken from the text over a file name."""
+    listed = httpx.get(f"{tricky_url}/v1/documents", timeout=30).json()["documents"]
+    assert {d["source"]: d["title"] for d in listed} == {
+        SEED.name: SEED.name,  # its first line is a paragraph: the file name
+        TRICKY_SOURCE: "Field notes \U0001f600",
+    }
+    page.goto(f"{tricky_url}/")
+    expect(page.get_by_label("Question", exact=True)).to_have_attribute(
+        "placeholder", "e.g. Ask about Field notes \U0001f600"
+    )
+
+
+@pytest.mark.e2e
 def test_abstaining_answer_and_keyboard_only(page: Page, web_url: str) -> None:
     """An unanswerable question says so; the whole flow works from the keyboard."""
     page.goto(f"{web_url}/")

@@ -6,6 +6,10 @@
 
 (function () {
   const KEY_STORAGE = "groundqa.apiKey";
+  // The API's limit (AskRequest.question), in code points as the server counts. The input has
+  // no maxlength: the browser would cut a longer (pasted) question without a word.
+  const MAX_QUESTION = 2000;
+  const DEFAULT_PLACEHOLDER = "Ask a question about the indexed documents";
 
   const $ = (id) => document.getElementById(id);
   const form = $("ask-form");
@@ -34,6 +38,7 @@
   let docSeq = 0;
   let collectionSeq = 0;
   let capabilitySeq = 0;
+  let placeholderSeq = 0;
   let currentBuild = null;
   let lastTrigger = null;
   let pendingLink = null; // a deep link waiting for an API key
@@ -358,8 +363,45 @@
     }
   }
 
+  // A new question starts from a clean page: no answer, passages or open source of the last
+  // one (the source panel would describe passage [1] of an answer no longer shown).
+  function clearAnswer() {
+    results.hidden = true;
+    answerBox.replaceChildren();
+    passageList.replaceChildren();
+    docSeq++; // a document still loading for the old answer must not open
+    docView.removeAttribute("aria-busy");
+    docView.hidden = true;
+    docText.replaceChildren();
+    docMeta.textContent = "";
+    lastTrigger = null;
+    const url = new URL(window.location.href);
+    if (url.searchParams.has("doc")) {
+      for (const name of ["doc", "start", "end"]) url.searchParams.delete(name);
+      replaceUrl(url.toString());
+    }
+  }
+
+  // Why the question cannot be asked, or "" when it can.
+  function questionProblem(question) {
+    if (!question) return "Type a question first.";
+    const length = pointLength(question);
+    if (length > MAX_QUESTION) {
+      return "This question is " + length + " characters long; questions may have at most " +
+        MAX_QUESTION + ". Shorten it and ask again.";
+    }
+    return "";
+  }
+
   async function ask(question) {
     const seq = ++askSeq;
+    clearAnswer();
+    const problem = questionProblem(question);
+    if (problem) {
+      setStatus(problem, "error");
+      questionInput.focus();
+      return;
+    }
     askButton.disabled = true;
     results.setAttribute("aria-busy", "true");
     const generate = !generateRow.hidden && generateBox.checked;
@@ -614,6 +656,22 @@
     collectionHelp.hidden = !show;
   }
 
+  // The placeholder suggests a question about what is indexed (the first document the key may
+  // see, preferring one titled by its content over one titled by its file name).
+  async function loadPlaceholder() {
+    const seq = ++placeholderSeq;
+    let title = "";
+    try {
+      const data = await api("/v1/documents", { headers: authHeaders() });
+      const named = data.documents.find((d) => d.title && d.title !== d.source.split("/").pop());
+      title = (named || data.documents[0] || {}).title || "";
+    } catch (_) {
+      title = "";
+    }
+    if (seq !== placeholderSeq) return;
+    questionInput.placeholder = title ? "e.g. Ask about " + title : DEFAULT_PLACEHOLDER;
+  }
+
   // The LLM control is shown only when the server has an LLM: its model list then offers
   // groundqa-extractive next to groundqa. Without one the page asks exactly as before.
   async function loadCapabilities() {
@@ -632,13 +690,7 @@
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const question = questionInput.value.trim();
-    if (!question) {
-      setStatus("Type a question first.", "error");
-      questionInput.focus();
-      return;
-    }
-    ask(question);
+    ask(questionInput.value.trim());
   });
   docClose.addEventListener("click", closeDocument);
   docView.addEventListener("keydown", (event) => {
@@ -650,6 +702,7 @@
     if (event.key === "Enter") {
       loadCollections();
       loadCapabilities();
+      loadPlaceholder();
       retryLink();
     }
   });
@@ -657,6 +710,7 @@
     documents.clear();
     loadCollections();
     loadCapabilities();
+    loadPlaceholder();
     retryLink();
   });
   keyClear.addEventListener("click", () => {
@@ -665,6 +719,7 @@
     documents.clear();
     loadCollections();
     loadCapabilities();
+    loadPlaceholder();
     keyInput.focus();
     setStatus("API key cleared.", "");
   });
@@ -672,6 +727,7 @@
   showReadiness();
   loadCollections();
   loadCapabilities();
+  loadPlaceholder();
   // ?q= asks a question; with ?doc= (a deep link to a span) it only fills the question box.
   const params = new URLSearchParams(window.location.search);
   const preset = params.get("q");
