@@ -601,39 +601,9 @@ _SYMMETRIC = (
 # Words that link anything to anything: sharing them is no sign of the same relation.
 _FUNCTION_WORDS = frozenset(
     [
-        "has",
-        "have",
-        "had",
-        "do",
-        "does",
-        "did",
-        "been",
-        "being",
-        "it",
-        "its",
-        "he",
-        "his",
-        "him",
-        "she",
-        "her",
-        "we",
-        "our",
-        "they",
-        "them",
-        "who",
-        "whom",
-        "which",
-        "what",
-        "also",
-        "alreadi",
-        "about",
-        "around",
-        "approxim",
-        "near",
-        "up",
-        "so",
-        "than",
-        "onli",
+        *("has", "have", "had", "do", "does", "did", "been", "being", "also", "alreadi", "so"),
+        *("it", "its", "he", "his", "him", "she", "her", "we", "our", "they", "them", "than"),
+        *("who", "whom", "which", "what", "about", "around", "approxim", "near", "up", "onli"),
     ]
 )
 # Prefixes that negate the word they precede ("unaware", "dishonest", "non-binding").
@@ -811,8 +781,11 @@ def _between_words(parsed: _Parsed, a: _Anchor, b: _Anchor) -> frozenset[str]:
     )
 
 
-def _links(parsed: _Parsed, keep: Callable[[tuple[str, ...]], bool]) -> list[_Link]:
-    """Every pair of facts (that keep accepts) within one clause and ROLE_SPAN tokens."""
+def _links(
+    parsed: _Parsed, keep: Callable[[tuple[str, ...]], bool], *, clauses: bool = True
+) -> list[_Link]:
+    """Every pair of facts (that keep accepts) within one clause (one sentence, when not
+    clauses) and ROLE_SPAN tokens."""
     out: list[_Link] = []
     anchors = [a for a in parsed.anchors if keep(a.key)]
     for i, a in enumerate(anchors):
@@ -820,8 +793,8 @@ def _links(parsed: _Parsed, keep: Callable[[tuple[str, ...]], bool]) -> list[_Li
             if b.at - a.end > ROLE_SPAN:
                 break
             between = parsed.tokens[a.end : b.at]
-            if any(not t[:1].isalnum() for t in between):
-                break  # a clause ends between them
+            if any(t in ".!?" or (clauses and not t[:1].isalnum()) for t in between):
+                break  # a clause (or sentence) ends between them
             nearer = any(
                 _same_fact(x.key, a.key) or _same_fact(x.key, b.key)
                 for x in anchors
@@ -836,11 +809,88 @@ def _links(parsed: _Parsed, keep: Callable[[tuple[str, ...]], bool]) -> list[_Li
     return out
 
 
-def swapped_roles(claim: str, window: str) -> tuple[str, str] | None:
+def _after_numbers(parsed: _Parsed) -> dict[str, frozenset[str]]:
+    """For each number, the stem of the first common word within three tokens after it: what
+    it counts ("$576 million for North Korean troop support": troop), if any."""
+    names = {k for a in parsed.anchors for k in range(a.at, a.end)}
+    out: dict[str, set[str]] = {}
+    for anchor in parsed.anchors:
+        if not anchor.key[0][:1].isdigit():
+            continue
+        words = out.setdefault(anchor.key[0], set())
+        for k in range(anchor.end, min(anchor.end + 3, len(parsed.tokens))):
+            if not parsed.tokens[k][:1].isalpha():
+                break  # another number, or a clause ends
+            stem = parsed.stems[k]
+            if k not in names and stem is not None and stem not in _FUNCTION_WORDS:
+                words.add(stem)
+                break
+    return {n: frozenset(w) for n, w in out.items()}
+
+
+def swapped_values(claim: str, window: str) -> tuple[str, str] | None:
+    """A number of the claim counting what another number counts in the window ("$5.5
+    billion for troops" where the window has "$576 million for troops" and "$5.5 billion for
+    weapons"), with that other number. Else None."""
+    have, there = _after_numbers(_parse(claim)), _after_numbers(_parse(window))
+    for number, words in have.items():
+        if number not in there or words & there[number]:
+            continue
+        for other, other_words in there.items():
+            if other != number and words & other_words:
+                return number, other
+    return None
+
+
+def _direction(link: _Link, other: _Link) -> bool | None:
+    """Whether a link of the window relates the claim link's two facts in the same direction
+    (None: it relates other facts, or by none of the same words)."""
+    same = _same_fact(link.first, other.first) and _same_fact(link.second, other.second)
+    flipped = _same_fact(link.first, other.second) and _same_fact(link.second, other.first)
+    if not (same or flipped):
+        return None
+    converses = _converses()
+    converse = any(
+        converses.get(x, frozenset()) & (other.words - link.words) for x in link.words - other.words
+    )
+    if not (link.words & other.words) and not converse:
+        return None
+    # Same direction: same order, unless exactly one of voice or verb turns it round.
+    return same == ((link.passive != other.passive) == converse)
+
+
+def _is_name(key: tuple[str, ...]) -> bool:
+    return not key[0][:1].isdigit()
+
+
+def _stand_in(link: _Link, window_links: Sequence[_Link], claim: _Parsed) -> tuple[str, str] | None:
+    """A name of the claim link standing where the window has another name the claim does not
+    mention, linked by the same words in the same voice ("Ukraine urged B" where the window
+    says "the US urged B"): the claim's fact and the window's."""
+    mentioned = [a.key for a in claim.anchors]
+    for other in window_links:
+        if other.passive != link.passive or not (link.words & other.words):
+            continue
+        for mine, theirs, kept, kept_there in (
+            (link.first, other.first, link.second, other.second),
+            (link.second, other.second, link.first, other.first),
+        ):
+            if (
+                _is_name(mine)
+                and _is_name(theirs)
+                and _same_fact(kept, kept_there)
+                and not any(_same_fact(theirs, m) for m in mentioned)
+            ):
+                return " ".join(mine), " ".join(theirs)
+    return None
+
+
+def swapped_roles(claim: str, window: str) -> tuple[str, str, bool] | None:
     """Two facts of the claim in opposite roles to the window's (who did what to whom, which
     amount for what): the claim links them by words the window also links them by, but in the
     other direction, once active/passive voice ("B was paid by A") and converse verbs ("B
-    received from A") are accounted for, and no link of the window agrees. Else None."""
+    received from A") are accounted for, and no link of the window agrees (True); or a name of
+    the claim stands where the window has another (False). Else None."""
     c, w = _parse(claim), _parse(window)
 
     def shared(key: tuple[str, ...]) -> bool:
@@ -851,30 +901,24 @@ def swapped_roles(claim: str, window: str) -> tuple[str, str] | None:
 
     if sum(1 for a in c.anchors if shared(a.key)) < 2:
         return None
-    window_links = _links(w, shared)
-    converses = _converses()
+
+    def named(key: tuple[str, ...]) -> bool:
+        return any(not a.initial for a in w.anchors if _same_fact(key, a.key))
+
+    strict, loose = _links(w, shared), _links(w, shared, clauses=False)
+    every = _links(w, named)
     for link in _links(c, shared):
-        agree = disagree = False
-        for other in window_links:
-            same = _same_fact(link.first, other.first) and _same_fact(link.second, other.second)
-            flipped = _same_fact(link.first, other.second) and _same_fact(link.second, other.first)
-            if not (same or flipped):
-                continue
-            common = link.words & other.words
-            converse = any(
-                converses.get(x, frozenset()) & (other.words - link.words)
-                for x in link.words - other.words
-            )
-            if not common and not converse:
-                continue
-            # Same direction: same order, unless exactly one of voice or verb turns it round.
-            expected_same = (link.passive != other.passive) == converse
-            if same == expected_same:
-                agree = True
-            else:
-                disagree = True
-        if disagree and not agree:
-            return " ".join(link.first), " ".join(link.second)
+        # A clause of the window may hold both facts; else they may stand in two clauses
+        # ("With A supplying shells — 60% of B's stockpile —").
+        directions = [d for other in strict if (d := _direction(link, other)) is not None]
+        if not directions:
+            directions = [d for other in loose if (d := _direction(link, other)) is not None]
+        if directions and not any(directions):
+            return " ".join(link.first), " ".join(link.second), True
+        if not directions:
+            stand_in = _stand_in(link, every, c)
+            if stand_in:
+                return *stand_in, False
     return None
 
 
@@ -893,7 +937,10 @@ def conflict(claim: str, window: str) -> str:
     opposite = opposite_words(claim, window)
     if opposite:
         return f"says {opposite[0]!r} where the span says {opposite[1]!r}"
-    swapped = swapped_roles(claim, window)
+    roles = swapped_roles(claim, window)
+    if roles and not roles[2]:
+        return f"{roles[0]!r} stands where the span has {roles[1]!r}"
+    swapped = roles[:2] if roles else swapped_values(claim, window)
     if swapped:
         return f"{swapped[0]!r} and {swapped[1]!r} are in each other's roles in the span"
     return ""
