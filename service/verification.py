@@ -601,19 +601,36 @@ _SYMMETRIC = (
 # Words that link anything to anything: sharing them is no sign of the same relation.
 _FUNCTION_WORDS = frozenset(
     [
-        *("has", "have", "had", "do", "does", "did", "been", "being", "also", "alreadi", "so"),
+        *("has", "have", "had", "do", "does", "did", "been", "being", "also", "already", "so"),
         *("it", "its", "he", "his", "him", "she", "her", "we", "our", "they", "them", "than"),
-        *("who", "whom", "which", "what", "about", "around", "approxim", "near", "up", "onli"),
+        *("who", "whom", "which", "what", "about", "around", "approximately", "nearly", "up"),
+        *("only", "where", "when", "would", "could", "can", "may", "might", "should"),
     ]
 )
+
+
+@cache
+def _function_stems() -> frozenset[str]:
+    return frozenset(_stem(w) for w in _FUNCTION_WORDS)
+
+
 # Prefixes that negate the word they precede ("unaware", "dishonest", "non-binding").
 _NEGATING_PREFIXES = ("un", "dis", "non")
+# Capitalised where a quote opens; never a name (all capitals, "US" is one).
+_PRONOUNS = frozenset(
+    [
+        *("i", "me", "my", "we", "us", "our", "you", "your", "he", "him", "his", "she"),
+        *("her", "it", "its", "they", "them", "their", "this", "that"),
+    ]
+)
 _BE = frozenset(
     ["is", "are", "was", "were", "be", "been", "being", "isn't", "aren't", "wasn't", "weren't"]
 )
 # Two facts further apart than this are not taken to be one relation.
 ROLE_SPAN = 20
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][\w'’]*|[,;:()\[\]—–]|(?<=\s)-(?=\s)|[.!?](?=\s|$)")
+_TOKEN = re.compile(
+    r"\d+(?:[.,]\d+)*|[A-Za-z](?:[\w'’]*\w)?|[,;:()\[\]—–]|(?<=\s)-(?=\s)|[.!?](?=\s|$)"
+)
 
 
 def _stems(pairs: Sequence[tuple[str, str]]) -> dict[str, frozenset[str]]:
@@ -694,6 +711,8 @@ def _name_word(token: str, initial: bool) -> bool:
     low = re.sub(r"['’]s$", "", token).lower()
     if not token[:1].isupper() or low in NEGATIONS:
         return False
+    if low in _PRONOUNS and not token.isupper():
+        return False  # '"We assess ...' opens a quote; "US" is a name
     if low in STOPWORDS and not (token.isupper() and len(token) > 1):
         return False
     if low in _UNITS or low in _TENS or low in _ORDINALS or low in _SCALES:
@@ -768,8 +787,8 @@ def _agent_marked(between: Sequence[str]) -> bool:
 
 
 def _between_words(parsed: _Parsed, a: _Anchor, b: _Anchor) -> frozenset[str]:
-    """The stems of the words between two facts that are not facts themselves, less the
-    words of symmetric relations."""
+    """The stems of the words between two facts that are not facts themselves, less function
+    words and the words of symmetric relations."""
     inside = {k for other in parsed.anchors for k in range(other.at, other.end)}
     return (
         frozenset(
@@ -778,14 +797,15 @@ def _between_words(parsed: _Parsed, a: _Anchor, b: _Anchor) -> frozenset[str]:
             if k not in inside and (stem := parsed.stems[k]) is not None
         )
         - _symmetric()
+        - _function_stems()
     )
 
 
 def _links(
     parsed: _Parsed, keep: Callable[[tuple[str, ...]], bool], *, clauses: bool = True
 ) -> list[_Link]:
-    """Every pair of facts (that keep accepts) within one clause (one sentence, when not
-    clauses) and ROLE_SPAN tokens."""
+    """Every pair of facts (that keep accepts) within one clause and ROLE_SPAN tokens; when not
+    clauses, an aside between dashes, brackets or after a colon does not end the clause."""
     out: list[_Link] = []
     anchors = [a for a in parsed.anchors if keep(a.key)]
     for i, a in enumerate(anchors):
@@ -793,8 +813,8 @@ def _links(
             if b.at - a.end > ROLE_SPAN:
                 break
             between = parsed.tokens[a.end : b.at]
-            if any(t in ".!?" or (clauses and not t[:1].isalnum()) for t in between):
-                break  # a clause (or sentence) ends between them
+            if any(t in ".!?,;" or (clauses and not t[:1].isalnum()) for t in between):
+                break  # a clause ends between them (or, not clauses, a comma or sentence)
             nearer = any(
                 _same_fact(x.key, a.key) or _same_fact(x.key, b.key)
                 for x in anchors
@@ -822,7 +842,7 @@ def _after_numbers(parsed: _Parsed) -> dict[str, frozenset[str]]:
             if not parsed.tokens[k][:1].isalpha():
                 break  # another number, or a clause ends
             stem = parsed.stems[k]
-            if k not in names and stem is not None and stem not in _FUNCTION_WORDS:
+            if k not in names and stem is not None and stem not in _function_stems():
                 words.add(stem)
                 break
     return {n: frozenset(w) for n, w in out.items()}
@@ -908,8 +928,9 @@ def swapped_roles(claim: str, window: str) -> tuple[str, str, bool] | None:
     strict, loose = _links(w, shared), _links(w, shared, clauses=False)
     every = _links(w, named)
     for link in _links(c, shared):
-        # A clause of the window may hold both facts; else they may stand in two clauses
-        # ("With A supplying shells — 60% of B's stockpile —").
+        # A clause of the window may hold both facts; else an aside may part them ("With A
+        # supplying shells — 60% of B's stockpile —"). Not a comma: "In 2012, A said ..."
+        # fronts a phrase whose words are no relation.
         directions = [d for other in strict if (d := _direction(link, other)) is not None]
         if not directions:
             directions = [d for other in loose if (d := _direction(link, other)) is not None]
