@@ -696,6 +696,7 @@ class _Anchor:
     at: int
     end: int
     initial: bool  # the first word of a sentence: capitalised whatever it is
+    sentence: int  # which sentence of the text holds it
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,6 +729,10 @@ def _parse(text: str) -> _Parsed:
         _stem(t.lower()) if t[:1].isalpha() and t.lower() not in STOPWORDS else None for t in tokens
     )
     starts = {0} | {k + 1 for k, t in enumerate(tokens) if t in (".", "!", "?")}
+
+    def sentence(at: int) -> int:
+        return sum(1 for k in starts if 0 < k <= at)
+
     anchors: list[_Anchor] = []
     i = 0
     while i < len(tokens):
@@ -738,7 +743,7 @@ def _parse(text: str) -> _Parsed:
             if end < len(tokens) and tokens[end].lower() in _SCALES:
                 value *= _SCALES[tokens[end].lower()]
                 end += 1
-            anchors.append(_Anchor((_number_key(value),), i, end, False))
+            anchors.append(_Anchor((_number_key(value),), i, end, False, sentence(i)))
             i = end
             continue
         end = i
@@ -748,7 +753,7 @@ def _parse(text: str) -> _Parsed:
                 break  # "Russia's military": the possessive ends the name
         if end > i:
             words = tuple(re.sub(r"['’]s$", "", t).lower() for t in tokens[i:end])
-            anchors.append(_Anchor(words, i, end, i in starts))
+            anchors.append(_Anchor(words, i, end, i in starts, sentence(i)))
             i = end
         else:
             i += 1
@@ -771,6 +776,7 @@ class _Link:
     second: tuple[str, ...]
     words: frozenset[str]
     passive: bool  # "was paid by": the second fact is the agent
+    sentence: int
 
 
 _DETERMINERS = frozenset(["a", "an", "the", "its", "their", "his", "her"])
@@ -825,7 +831,7 @@ def _links(
             if not _same_fact(a.key, b.key) and not nearer:
                 lower = [t.lower() for t in between]
                 words = _between_words(parsed, a, b)
-                out.append(_Link(a.key, b.key, words, _agent_marked(lower)))
+                out.append(_Link(a.key, b.key, words, _agent_marked(lower), a.sentence))
     return out
 
 
@@ -883,12 +889,15 @@ def _is_name(key: tuple[str, ...]) -> bool:
     return not key[0][:1].isdigit()
 
 
-def _stand_in(link: _Link, window_links: Sequence[_Link], claim: _Parsed) -> tuple[str, str] | None:
+def _stand_in(link: _Link, window: _Parsed, claim: _Parsed) -> tuple[str, str] | None:
     """A name of the claim link standing where the window has another name the claim does not
     mention, linked by the same words in the same voice ("Ukraine urged B" where the window
-    says "the US urged B"): the claim's fact and the window's."""
+    says "the US urged B", and mentions Ukraine elsewhere in that sentence): the claim's name
+    and the window's. A name the window states only in another sentence is left alone: the
+    claim may join two sentences."""
     mentioned = [a.key for a in claim.anchors]
-    for other in window_links:
+    named = [a for a in window.anchors if not a.initial]
+    for other in _links(window, lambda key: any(_same_fact(key, a.key) for a in named)):
         if other.passive != link.passive or not (link.words & other.words):
             continue
         for mine, theirs, kept, kept_there in (
@@ -900,6 +909,7 @@ def _stand_in(link: _Link, window_links: Sequence[_Link], claim: _Parsed) -> tup
                 and _is_name(theirs)
                 and _same_fact(kept, kept_there)
                 and not any(_same_fact(theirs, m) for m in mentioned)
+                and any(_same_fact(mine, a.key) and a.sentence == other.sentence for a in named)
             ):
                 return " ".join(mine), " ".join(theirs)
     return None
@@ -914,19 +924,17 @@ def swapped_roles(claim: str, window: str) -> tuple[str, str, bool] | None:
     c, w = _parse(claim), _parse(window)
 
     def shared(key: tuple[str, ...]) -> bool:
-        # A capitalised first word ("Drawing from ...") is a name only if it is one elsewhere.
+        # A capitalised first word is taken for a name unless it has a verb's or adverb's
+        # ending ("Drawing from ...") and is capitalised nowhere else.
         here = [a for a in c.anchors if _same_fact(key, a.key)]
         there = [a for a in w.anchors if _same_fact(key, a.key)]
-        return bool(here and there) and not all(a.initial for a in here + there)
+        common = len(key) == 1 and key[0].endswith(("ing", "ed", "ly"))
+        return bool(here and there) and not (common and all(a.initial for a in here + there))
 
     if sum(1 for a in c.anchors if shared(a.key)) < 2:
         return None
 
-    def named(key: tuple[str, ...]) -> bool:
-        return any(not a.initial for a in w.anchors if _same_fact(key, a.key))
-
     strict, loose = _links(w, shared), _links(w, shared, clauses=False)
-    every = _links(w, named)
     for link in _links(c, shared):
         # A clause of the window may hold both facts; else an aside may part them ("With A
         # supplying shells — 60% of B's stockpile —"). Not a comma: "In 2012, A said ..."
@@ -937,7 +945,7 @@ def swapped_roles(claim: str, window: str) -> tuple[str, str, bool] | None:
         if directions and not any(directions):
             return " ".join(link.first), " ".join(link.second), True
         if not directions:
-            stand_in = _stand_in(link, every, c)
+            stand_in = _stand_in(link, w, c)
             if stand_in:
                 return *stand_in, False
     return None
