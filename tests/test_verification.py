@@ -152,7 +152,10 @@ def test_citations_must_exist_and_be_given(embed: FakeEmbedder) -> None:
     assert [v.supported for v in lenient] == [True]
 
 
-PAID = "Russia has already paid North Korea approximately $5.5 billion for weapons and $576 million for troops."
+PAID = (
+    "Russia has already paid North Korea approximately $5.5 billion for weapons and $576 "
+    "million for troops."
+)
 URGED = "A US statement urged North Korea to cease all assistance for Russia's war against Ukraine."
 SHELLS = (
     "With North Korea supplying millions of artillery shells — about 60% of Russian forces' "
