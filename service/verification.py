@@ -836,15 +836,16 @@ def _links(
 
 
 def _after_numbers(parsed: _Parsed) -> dict[str, frozenset[str]]:
-    """For each number, the stem of the first common word within three tokens after it: what
-    it counts ("$576 million for North Korean troop support": troop), if any."""
+    """For each number, the stem of the first common word within six tokens after it, names
+    and function words skipped: what it counts ("$576 million for North Korean troop
+    support": troop), if any."""
     names = {k for a in parsed.anchors for k in range(a.at, a.end)}
     out: dict[str, set[str]] = {}
     for anchor in parsed.anchors:
         if not anchor.key[0][:1].isdigit():
             continue
         words = out.setdefault(anchor.key[0], set())
-        for k in range(anchor.end, min(anchor.end + 3, len(parsed.tokens))):
+        for k in range(anchor.end, min(anchor.end + 6, len(parsed.tokens))):
             if not parsed.tokens[k][:1].isalpha():
                 break  # another number, or a clause ends
             stem = parsed.stems[k]
