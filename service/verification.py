@@ -10,6 +10,7 @@ embedding callable, except `verify_text`, which finds the candidate passages in 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -916,6 +917,43 @@ def _stand_in(link: _Link, window: _Parsed, claim: _Parsed) -> tuple[str, str] |
     return None
 
 
+# Words of a list ("A, B and C"): two facts with only these between them may trade places.
+_LIST_WORDS = frozenset(["and", "or", "nor", "of", "the", "a", "an", "as", "well", "both"])
+# Word pairs the claim must regain by putting two facts back to be taken for their swap.
+SWAP_GAIN = 3
+
+
+def _bigrams(tokens: Sequence[str]) -> set[tuple[str, str]]:
+    return set(itertools.pairwise(t.lower() for t in tokens))
+
+
+def swapped_in_place(claim: str, window: str) -> tuple[str, str] | None:
+    """Two facts of the claim that, put back in each other's place, make it read as the
+    window does (at least SWAP_GAIN more word pairs in common): "the France in Catholic
+    Church" for "the Catholic Church in France". Facts of a list may trade places."""
+    c, w = _parse(claim), _parse(window)
+    there = _bigrams(w.tokens)
+    shared = [a for a in c.anchors if any(_same_fact(a.key, b.key) for b in w.anchors)]
+    base = len(_bigrams(c.tokens) & there)
+    for i, a in enumerate(shared):
+        for b in shared[i + 1 :]:
+            between = c.tokens[a.end : b.at]
+            if _same_fact(a.key, b.key) or all(
+                t.lower() in _LIST_WORDS or not t[:1].isalnum() for t in between
+            ):
+                continue
+            back = [
+                *c.tokens[: a.at],
+                *c.tokens[b.at : b.end],
+                *between,
+                *c.tokens[a.at : a.end],
+                *c.tokens[b.end :],
+            ]
+            if len(_bigrams(back) & there) - base >= SWAP_GAIN:
+                return " ".join(a.key), " ".join(b.key)
+    return None
+
+
 def swapped_roles(claim: str, window: str) -> tuple[str, str, bool] | None:
     """Two facts of the claim in opposite roles to the window's (who did what to whom, which
     amount for what): the claim links them by words the window also links them by, but in the
@@ -970,7 +1008,9 @@ def conflict(claim: str, window: str) -> str:
     roles = swapped_roles(claim, window)
     if roles and not roles[2]:
         return f"{roles[0]!r} stands where the span has {roles[1]!r}"
-    swapped = roles[:2] if roles else swapped_values(claim, window)
+    swapped = (
+        roles[:2] if roles else swapped_values(claim, window) or swapped_in_place(claim, window)
+    )
     if swapped:
         return f"{swapped[0]!r} and {swapped[1]!r} are in each other's roles in the span"
     return ""
