@@ -4,8 +4,11 @@ A claim is supported by a window (one sentence, or two adjacent sentences, of a 
 every number, date, quantity and proper name of the claim appears in the window, the window
 has as many negations as the claim, and their meaning agrees: the share of the claim's content
 words found in the window and the cosine of their embeddings are both above thresholds
-calibrated on `bench/verifier.py`. Everything here is a pure function of text, spans and an
-embedding callable, except `verify_text`, which finds the candidate passages in the index.
+calibrated on `bench/verifier.py`, and the window says nothing against it: no word of
+opposite meaning, no two facts in each other's roles (who did what to whom, by a light
+parse: facts linked by the words between them, with voice and converse verbs). Everything
+here is a pure function of text, spans and an embedding callable, except `verify_text`,
+which finds the candidate passages in the index.
 """
 
 from __future__ import annotations

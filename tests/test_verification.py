@@ -224,6 +224,13 @@ LENIENT = Thresholds(0.0, -1.0)
             "North Korea sent 12,000 troops to Russia, with many deployed to Kursk.",
             "",
         ),
+        # Two facts that, put back, make the claim read as the span; a list may reorder.
+        (
+            "The France in Catholic Church opposed the Huguenots.",
+            "The Catholic Church in France opposed the Huguenots.",
+            "'france' and 'catholic church' are in each other's roles in the span",
+        ),
+        ("Italy and France signed the treaty.", "France and Italy signed the treaty.", ""),
         # A symmetric relation reads the same both ways.
         (
             "Russia's alliance with North Korea deepened.",
