@@ -6,7 +6,9 @@ From each sampled SQuAD answer, the sentence of its paragraph holding the answer
 citing that paragraph. Faithful items: the sentence itself and light rewrites that keep its
 facts (marker placement, an opener moved, a parenthesis dropped, the first clause alone, a
 contraction). Corrupted items: a number, a date (year or month) or a proper name swapped for
-another of the same article; a negation inserted or removed; the unchanged sentence citing
+another of the same article; two names (else numbers) of the sentence trading places when a
+word other than a list's stands between them ("A defeated B"); a negation inserted or
+removed; the unchanged sentence citing
 another paragraph of the same article (the most similar one). The verifier must reject every
 corruption and accept every faithful item. Thresholds are chosen on half of the articles (the
 most corruptions caught with at most 5 % of faithful items rejected) and reported on the other
@@ -22,6 +24,7 @@ the shipped thresholds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
@@ -182,11 +185,38 @@ def corruptions(sentence: str, article: str, rng: random.Random) -> list[tuple[s
             out.append(
                 ("name", re.sub(rf"\b{re.escape(target)}\b", rng.choice(pool), sentence, count=1))
             )
+    swapped = swap_two(sentence)
+    if swapped:
+        out.append(("swap", swapped))
     if _NEGATED.search(sentence):
         out.append(("negation-removed", _NEGATED.sub("", sentence, count=1)))
     elif _AUX.search(sentence):
         out.append(("negation-added", _AUX.sub(r"\1 not", sentence, count=1)))
     return out
+
+
+_LIST_WORDS = frozenset(
+    ["and", "or", "of", "the", "a", "an", "as", "well", "nor", "both", "between"]
+)
+
+
+def swap_two(sentence: str) -> str | None:
+    """The sentence with its first two different names (else numbers) trading places, when a
+    relation word stands between them ("A defeated B"), not a list ("A, B and C")."""
+    for pattern in (_NAME, _NUMBER):
+        spans = []
+        for m in pattern.finditer(sentence):
+            text = m.group(1)
+            if pattern is _NAME and (text in MONTHS or text.lower() in STOPWORDS):
+                continue
+            if all(text != t for _, _, t in spans):
+                spans.append((m.start(1), m.end(1), text))
+        for (s1, e1, t1), (s2, e2, t2) in itertools.pairwise(spans):
+            between = re.findall(r"[A-Za-z]+", sentence[e1:s2])
+            if t1 in t2 or t2 in t1 or not any(w.lower() not in _LIST_WORDS for w in between):
+                continue
+            return sentence[:s1] + t2 + sentence[e1:s2] + t1 + sentence[e2:]
+    return None
 
 
 def items(dataset: Path, limit: int, seed: int = 13) -> list[Item]:

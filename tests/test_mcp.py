@@ -23,8 +23,11 @@ from service.api import create_app
 from service.api.mcp import INSTRUCTIONS
 from service.config import Settings
 from service.embedding import Embedder
+from service.generation import FLAG
 from service.indexing import Builder
 from tests.conftest import FakeEmbedder, WriteSeed, serve
+from tests.test_generation_api import CHANGED, GOOD, Upstream, fake_llm
+from tests.test_generation_api import serve as serve_llm
 
 pytestmark = pytest.mark.anyio
 
@@ -274,6 +277,43 @@ async def test_generated_ask_without_an_llm_is_a_tool_error(url: str) -> None:
         result = await call(session, "ask", question=QUESTION, answer_mode="generated")
     assert result.is_error is True
     assert "GROUNDQA_LLM_BASE_URL" in text_of(result)
+
+
+@pytest.fixture
+def llm_url(corpus: None, settings: Settings, fake_embedder: FakeEmbedder) -> Iterator[str]:
+    """A live server over the corpus whose LLM is the deterministic fake upstream, answering
+    one faithful sentence and one whose number was changed."""
+    upstream = Upstream(text=f"{GOOD} {CHANGED}")
+    with serve_llm(fake_llm(upstream)) as llm:
+        generating = settings.model_copy(update={"llm_base_url": llm, "llm_timeout": 5})
+        with serve(create_app(generating, embedder=fake_embedder)) as base:
+            yield base
+
+
+async def test_generated_ask_verifies_every_sentence(llm_url: str) -> None:
+    """MCP ask with answer_mode generated: the /v1/ask body with its generation, a verdict
+    per sentence, and each supported sentence's evidence is the document's text at its span."""
+    async with connect(llm_url) as session:
+        body = await structured(session, "ask", question=QUESTION, answer_mode="generated")
+        rendered = text_of(await call(session, "ask", question=QUESTION, answer_mode="generated"))
+        document = (await structured(session, "get_document", source="troops.txt"))["text"]
+    gen = body["generation"]
+    assert body["answer"] == {
+        "text": f"{GOOD} {CHANGED}{FLAG}",
+        "grounded": False,
+        "citations": [1],
+    }
+    assert (gen["supported"], gen["flagged"], gen["dropped"], gen["fallback"]) == (1, 1, 0, None)
+    good, changed = gen["sentences"]
+    assert (good["supported"], good["reason"], good["citations"]) == (True, None, [1])
+    evidence = good["evidence"]
+    assert evidence["source"] == "troops.txt"
+    assert document[evidence["char_start"] : evidence["char_end"]] == evidence["text"]
+    assert evidence["text"] == "North Korea sent ten thousand troops to Russia in October."
+    assert body["answer"]["text"][good["start"] : good["end"]] == GOOD
+    assert (changed["supported"], changed["evidence"]) == (False, None)
+    assert changed["reason"] == "not in the cited span: 12000"
+    assert rendered.startswith(f"{GOOD} {CHANGED}{FLAG}")
 
 
 async def test_list_documents_is_the_documents_api(url: str) -> None:

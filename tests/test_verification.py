@@ -150,3 +150,131 @@ def test_citations_must_exist_and_be_given(embed: FakeEmbedder) -> None:
     assert (none.supported, none.reason) == (False, "cites no passage")
     lenient = verify_claims(text, [PASSAGE], embed.embed, require_citation=False)
     assert [v.supported for v in lenient] == [True]
+
+
+PAID = (
+    "Russia has already paid North Korea approximately $5.5 billion for weapons and $576 "
+    "million for troops."
+)
+URGED = "A US statement urged North Korea to cease all assistance for Russia's war against Ukraine."
+SHELLS = (
+    "With North Korea supplying millions of artillery shells — about 60% of Russian forces' "
+    "stockpile — the costs seem manageable."
+)
+# Only the rule under test decides: any share of words and any cosine would do.
+LENIENT = Thresholds(0.0, -1.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "reason"),
+    [
+        # Who paid whom: the same facts, the other direction.
+        (
+            "North Korea has already paid Russia approximately $5.5 billion.",
+            PAID,
+            "'north korea' and 'russia' are in each other's roles in the span",
+        ),
+        ("North Korea has been paid approximately $5.5 billion by Russia.", PAID, ""),
+        (
+            "Russia has been paid approximately $5.5 billion by North Korea.",
+            PAID,
+            "'russia' and 'north korea' are in each other's roles in the span",
+        ),
+        # A converse verb turns the direction round: "B received from A" is "A paid B".
+        ("North Korea received approximately $5.5 billion from Russia.", PAID, ""),
+        (
+            "Russia received approximately $5.5 billion from North Korea.",
+            PAID,
+            "'russia' and '5500000000' are in each other's roles in the span",
+        ),
+        # Which amount for what.
+        (
+            "Russia has paid $576 million for weapons and $5.5 billion for troops.",
+            PAID,
+            "'576000000' and '5500000000' are in each other's roles in the span",
+        ),
+        (
+            "Russia has paid $5.5 billion for troops.",
+            PAID,
+            "'5500000000' and '576000000' are in each other's roles in the span",
+        ),
+        ("Russia has paid $576 million for troops and $5.5 billion for weapons.", PAID, ""),
+        # A name in another's role.
+        (
+            "Ukraine urged North Korea to cease all assistance for Russia's war.",
+            URGED,
+            "'ukraine' stands where the span has 'us'",
+        ),
+        ("North Korea was urged by a US statement to cease all assistance.", URGED, ""),
+        (
+            "A North Korean statement urged the US to cease all assistance.",
+            URGED,
+            "'north korean' and 'us' are in each other's roles in the span",
+        ),
+        # Facts parted by an aside between dashes are still one relation; a fronted phrase
+        # is not.
+        (
+            "Russia supplies millions of artillery shells to North Korea.",
+            SHELLS,
+            "'russia' and 'north korea' are in each other's roles in the span",
+        ),
+        ("North Korea supplies millions of artillery shells to Russia.", SHELLS, ""),
+        (
+            "With many deployed to Kursk, North Korea sent 12,000 troops to Russia.",
+            "North Korea sent 12,000 troops to Russia, with many deployed to Kursk.",
+            "",
+        ),
+        # Two facts that, put back, make the claim read as the span; a list may reorder.
+        (
+            "The France in Catholic Church opposed the Huguenots.",
+            "The Catholic Church in France opposed the Huguenots.",
+            "'france' and 'catholic church' are in each other's roles in the span",
+        ),
+        ("Italy and France signed the treaty.", "France and Italy signed the treaty.", ""),
+        # A symmetric relation reads the same both ways.
+        (
+            "Russia's alliance with North Korea deepened.",
+            "North Korea's alliance with Russia deepened.",
+            "",
+        ),
+        # Words of opposite meaning, and a negating prefix.
+        (
+            "This cooperation decreases the risk of escalation.",
+            "This cooperation increases the risk of escalation.",
+            "says 'decreas' where the span says 'increas'",
+        ),
+        (
+            "North Korea is ramping down its weapon production.",
+            "North Korea is ramping up its weapon production.",
+            "says 'down' where the span says 'up'",
+        ),
+        (
+            "The proposal was rejected by the council.",
+            "The proposal was accepted by the council.",
+            "says 'reject' where the span says 'accept'",
+        ),
+        (
+            "The recruits were aware of the harsh realities.",
+            "The recruits were unaware of the harsh realities.",
+            "says 'aware' where the span says 'unaware'",
+        ),
+        (
+            "The costs seem unmanageable.",
+            "The costs seem manageable.",
+            "says 'unmanageable' where the span says 'manageable'",
+        ),
+        # An order of magnitude is a quantity.
+        (
+            "North Korea supplies thousands of artillery shells.",
+            SHELLS,
+            "not in the cited span: thousands",
+        ),
+    ],
+)
+def test_roles_opposites_and_magnitudes(
+    embed: FakeEmbedder, text: str, source: str, reason: str
+) -> None:
+    v = verify_claim(claim(text, 1), [PassageText(1, "s.txt", 0, source)], embed.embed, LENIENT)
+    assert (v.supported, v.reason) == (reason == "", reason)
+    if v.supported:
+        assert v.evidence == Evidence("s.txt", 0, len(source), source)
