@@ -41,7 +41,7 @@ test-ray: $(STAMP)  ## the Ray engine tests (installs the optional extra)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-bench-verifier: $(STAMP)  ## the verifier's catch and false-rejection rates on SQuAD (no LLM)
+bench-verifier: $(STAMP)  ## the verifier's catch and false-rejection rates on SQuAD and on claims about the seed (no LLM)
 	$(BIN)/python -m bench.verifier ../shared/eval/squad
 
 eval: $(STAMP)  ## retrieval metrics, then follow-up conversations next to their standalone questions
