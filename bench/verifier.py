@@ -39,13 +39,12 @@ import numpy.typing as npt
 
 from service.chunking import split_sentences
 from service.embedding import Embedder
+from service.facts import NUMBER, facts
 from service.keyword import STOPWORDS
 from service.verification import (
-    _NUMBER,
     Claim,
     PassageText,
     Thresholds,
-    facts,
     lexical_agreement,
     verify_claim,
 )
@@ -136,7 +135,7 @@ def rewrites(sentence: str) -> list[tuple[str, str]]:
 
 def numbers_of(text: str) -> list[str]:
     """The digit strings of a text, as written."""
-    return [m.group(1) for m in _NUMBER.finditer(text)]
+    return [m.group(1) for m in NUMBER.finditer(text)]
 
 
 def names_of(text: str) -> list[str]:
@@ -203,7 +202,7 @@ _LIST_WORDS = frozenset(
 def swap_two(sentence: str) -> str | None:
     """The sentence with its first two different names (else numbers) trading places, when a
     relation word stands between them ("A defeated B"), not a list ("A, B and C")."""
-    for pattern in (_NAME, _NUMBER):
+    for pattern in (_NAME, NUMBER):
         spans = []
         for m in pattern.finditer(sentence):
             text = m.group(1)

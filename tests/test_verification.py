@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from service.facts import facts
 from service.verification import (
     Claim,
     Evidence,
     PassageText,
     Thresholds,
     claims,
-    facts,
     negation_agrees,
     verify_claim,
     verify_claims,
