@@ -220,6 +220,32 @@ class Settings(BaseSettings):
         "[unverified]) or drop.",
     )
 
+    sentence_weight: float = Field(
+        3.0,
+        ge=0,
+        description="Hybrid ranking: weight of the largest share of the question's IDF mass one "
+        "sentence of a passage holds, added to the fused score of the first sentence_rerank "
+        "passages; 0 = off.",
+    )
+    sentence_rerank: int = Field(
+        20, ge=1, le=1000, description="Fused passages re-scored by their best sentence."
+    )
+    answer_kinds: bool = Field(
+        True,
+        description="Favour answer sentences holding the kind of answer asked for (a number "
+        "for how many/when, a name for who/where).",
+    )
+    highlight_neighbour: bool = Field(
+        True,
+        description="Highlights take in the adjacent sentence of the paragraph holding more "
+        "of the question.",
+    )
+    acronyms: bool = Field(
+        True,
+        description="Match a capitalised name in a question to its initials in the corpus "
+        "(United States, US) and back, both ways learned from the indexed text.",
+    )
+
     @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:

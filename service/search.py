@@ -18,6 +18,7 @@ from service.config import Mode, Settings
 from service.embedding import Embedder, MicroBatcher, available_cores
 from service.keyword import tokenize
 from service.models import Chunk, Hit
+from service.sentences import best_share
 from service.vectors import pin_threads
 
 
@@ -310,9 +311,11 @@ class Searcher:
                     (keyword.rows, keyword.scores, self.settings.keyword_weight),
                 ]
             )
+        chunks = dict(keyword.chunks) if keyword is not None else {}
+        if mode == "hybrid" and self.settings.sentence_weight > 0 and len(ranked):
+            ranked, fused = self._by_sentences(index, ranked, fused, terms, weights, chunks)
         rows = ranked[:top_k].tolist()
         dense_scores = self._dense_scores(index, query, rows, dense_rows, dense_top)
-        chunks = dict(keyword.chunks) if keyword is not None else {}
         missing = [r for r in rows if r not in chunks]
         if missing:
             chunks.update(index.chunks.chunks(missing))
@@ -334,6 +337,30 @@ class Searcher:
             timings=timings,
             weights=weights,
         )
+
+    def _by_sentences(
+        self,
+        index: LoadedIndex,
+        ranked: npt.NDArray[np.int64],
+        fused: npt.NDArray[np.float64],
+        terms: Sequence[str],
+        weights: Sequence[float],
+        chunks: dict[int, Chunk],
+    ) -> Ranking:
+        """The fused ranking with each of its first sentence_rerank passages raised by
+        sentence_weight times the largest share of the question's IDF mass one of its
+        sentences holds: an answer states the question's words together, in one sentence,
+        where a passage that merely mentions them spreads them out. Fills `chunks`."""
+        head = ranked[: self.settings.sentence_rerank].tolist()
+        missing = [r for r in head if r not in chunks]
+        if missing:
+            chunks.update(index.chunks.chunks(missing))
+        idf = index.keyword.idf(sorted(set(terms)))
+        scale = dict(zip(terms, weights, strict=True))
+        term_weights = {t: w * scale.get(t, 1.0) for t, w in idf.items()}
+        bonus = np.zeros(len(ranked), dtype=np.float64)
+        bonus[: len(head)] = [best_share(chunks[r].text, term_weights) for r in head]
+        return _ranked(ranked, fused + self.settings.sentence_weight * bonus)
 
     def _with_context(
         self, question: npt.NDArray[np.float32], context: Sequence[Context]

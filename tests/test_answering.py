@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from service.answering import ask, prose, sentences_of
+from service.answering import ask
 from service.builds import IndexHolder
 from service.indexing import Builder
 from service.models import Span
 from service.search import Searcher
+from service.sentences import prose, sentences_of
 from tests.conftest import FakeEmbedder, WriteSeed
 
 
