@@ -120,6 +120,10 @@ class KeywordIndex:
         sums = np.bincount(where, weights=scores, minlength=len(rows))
         return rows.astype(np.int64), sums.astype(np.float32)
 
+    def knows(self, term: str) -> bool:
+        """Whether a `tokenize`d term occurs in the indexed text."""
+        return self.size > 0 and term in self._retriever.vocab_dict
+
     def idf(self, terms: Sequence[str]) -> dict[str, float]:
         """BM25 inverse document frequency of each indexed term (tokenised as `tokenize` does)."""
         if not self.size:

@@ -16,6 +16,7 @@ from service.access import EVERYTHING, Scope
 from service.builds import IndexHolder, LoadedIndex
 from service.config import Mode, Settings
 from service.embedding import Embedder, MicroBatcher, available_cores
+from service.expansion import acronym_terms
 from service.keyword import tokenize
 from service.models import Chunk, Hit
 from service.sentences import best_share
@@ -260,6 +261,9 @@ class Searcher:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         terms, weights = weighted_terms(question, context)
+        if self.settings.acronyms:
+            extra = acronym_terms(question, index.keyword.knows)
+            terms, weights = terms + extra, weights + (1.0,) * len(extra)
         allowed = index.chunks.rows_matching(sources, scope)
         depth = max(top_k, self.settings.candidates)
         keyword_args = (index, terms, weights if context else None, depth, allowed, prefetch, top_k)
