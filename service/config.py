@@ -138,7 +138,9 @@ class Settings(BaseSettings):
     dense_weight: float = Field(0.5, ge=0, description="Weight of the dense retriever in fusion.")
     keyword_weight: float = Field(0.5, ge=0, description="Weight of the keyword retriever.")
     abstain_threshold: float = Field(
-        0.3, description="Best dense cosine below which the answer abstains."
+        0.3,
+        description="Best dense cosine below which the answer abstains (see the curve of "
+        "`python -m bench.abstention`).",
     )
 
     max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413.")

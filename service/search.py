@@ -61,6 +61,9 @@ def weighted_terms(
     return tuple(weights), tuple(weights.values())
 
 
+# An acronym stands for a whole name of (mostly) two words, so it weighs what they weigh.
+ACRONYM_WEIGHT = 2.0
+
 Ranking = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 
@@ -261,12 +264,13 @@ class Searcher:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         terms, weights = weighted_terms(question, context)
-        if self.settings.acronyms:
-            extra = acronym_terms(question, index.keyword.knows)
-            terms, weights = terms + extra, weights + (1.0,) * len(extra)
+        extra = acronym_terms(question, index.keyword.knows) if self.settings.acronyms else ()
+        if extra:
+            terms, weights = terms + extra, weights + (ACRONYM_WEIGHT,) * len(extra)
         allowed = index.chunks.rows_matching(sources, scope)
         depth = max(top_k, self.settings.candidates)
-        keyword_args = (index, terms, weights if context else None, depth, allowed, prefetch, top_k)
+        weighted = weights if context or extra else None
+        keyword_args = (index, terms, weighted, depth, allowed, prefetch, top_k)
         # Encoding a new question is most of an ask and runs outside the GIL; keyword
         # retrieval runs on another core meanwhile. A cached vector needs no second thread.
         cached = self._cached_vector(question)
