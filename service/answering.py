@@ -43,15 +43,16 @@ class ScoredHighlight:
     """A candidate highlight with its score against the question."""
 
     rank: int
-    highlight: Highlight
+    highlight: Highlight  # the sentence itself: what an answer quotes
     score: float
+    shown: Highlight | None = None  # the passage's highlight when wider (with a neighbour)
 
 
 @dataclass(frozen=True, slots=True)
 class SentenceChoice:
     """How a passage's best sentence is chosen: the kind of answer the question asks for
-    (a sentence holding one gains KIND_BONUS), and whether the highlight takes in the
-    neighbouring sentence holding more of the question."""
+    (a sentence holding one gains KIND_BONUS), and whether the passage's highlight takes in
+    the neighbouring sentence holding more of the question (the answer quotes the sentence)."""
 
     kind: AnswerKind | None = None
     neighbour: bool = False
@@ -99,7 +100,8 @@ def best_sentences(
     """The sentence of each hit holding the largest share of the question's IDF mass (the
     first of equals), or None for a hit without sentences; `term_weights` scales each term's
     IDF (a conversation's earlier terms count less than the question's); `choice` may favour
-    sentences holding the kind of answer asked for and widen the highlight by a neighbour.
+    sentences holding the kind of answer asked for and widen the passage's highlight (never
+    the quoted sentence) by a neighbour.
 
     Measured on SQuAD, this lexical score picks the answer sentence as often as dense sentence
     similarity combined with it, at a fraction of the cost (no encoder call per request).
@@ -124,8 +126,10 @@ def best_sentences(
                 for m, s in zip(mass, analysed.spans, strict=True)
             ]
         i = max(range(len(ranked)), key=ranked.__getitem__)
-        span = _neighbour(text, analysed.spans, mass, i) if choice.neighbour else analysed.spans[i]
-        best.append(ScoredHighlight(rank, highlight(hit.chunk, span), mass[i]))
+        sentence = analysed.spans[i]
+        wide = _neighbour(text, analysed.spans, mass, i) if choice.neighbour else sentence
+        shown = highlight(hit.chunk, wide) if wide != sentence else None
+        best.append(ScoredHighlight(rank, highlight(hit.chunk, sentence), mass[i], shown))
     return best
 
 
@@ -198,8 +202,9 @@ def compose_follow_up(
 
 
 def best_highlights(best: Sequence[ScoredHighlight | None]) -> list[tuple[Highlight, ...]]:
-    """The best sentence of each passage, as that passage's highlights."""
-    return [(b.highlight,) if b else () for b in best]
+    """The best sentence of each passage (with its neighbour when widened), as that passage's
+    highlights."""
+    return [(b.shown or b.highlight,) if b else () for b in best]
 
 
 def compose_answer(

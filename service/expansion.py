@@ -51,7 +51,7 @@ def initials(name: str) -> str:
 
 def acronym_terms(question: str, known: Callable[[str], bool]) -> tuple[str, ...]:
     """The keyword terms of the initials of each capitalised name in the question that the
-    corpus holds (`known`), once each, excluding terms the question already has."""
+    corpus writes as an acronym (`known`), once each, excluding terms the question has."""
     own = set(tokenize([question])[0])
     found: dict[str, None] = {}
     for name in _NAME.findall(question):

@@ -264,7 +264,7 @@ class Searcher:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         terms, weights = weighted_terms(question, context)
-        extra = acronym_terms(question, index.keyword.knows) if self.settings.acronyms else ()
+        extra = acronym_terms(question, index.keyword.is_acronym) if self.settings.acronyms else ()
         if extra:
             terms, weights = terms + extra, weights + (ACRONYM_WEIGHT,) * len(extra)
         allowed = index.chunks.rows_matching(sources, scope)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.answering import SentenceChoice, ask, best_sentences
+from service.answering import SentenceChoice, ask, best_highlights, best_sentences
 from service.builds import IndexHolder
 from service.indexing import Builder
 from service.keyword import KeywordIndex, tokenize
@@ -112,5 +112,8 @@ def test_best_sentence_choice(choice: SentenceChoice, quoted: str) -> None:
     terms = tokenize(["When was the dam built?"])[0]
     [best] = best_sentences(terms, [_hit(DAM)], keyword, choice=choice)
     assert best is not None
-    assert best.highlight.text == quoted
-    assert DAM[best.highlight.char_start : best.highlight.char_end] == quoted
+    [shown] = best_highlights([best])[0]
+    assert shown.text == quoted
+    assert DAM[shown.char_start : shown.char_end] == quoted
+    # The answer quotes the sentence alone.
+    assert best.highlight.text == quoted.removeprefix("The dam was built by the state. ")
