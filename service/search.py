@@ -62,7 +62,7 @@ def weighted_terms(
 
 
 # An acronym stands for a whole name of (mostly) two words, so it weighs what they weigh.
-ACRONYM_WEIGHT = 2.0
+ACRONYM_WEIGHT = 1.5
 
 Ranking = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
