@@ -3,19 +3,18 @@ or abstain when the evidence is weak."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from service.access import EVERYTHING, Scope
-from service.chunking import split_sentences
 from service.citations import Highlight, Passage, highlight, passages
-from service.config import Mode
-from service.keyword import KeywordIndex, tokenize
-from service.models import Chunk, Hit, Span
+from service.config import Mode, Settings
+from service.keyword import KeywordIndex
+from service.models import Hit, Span
+from service.question_types import AnswerKind, answer_kind, has_kind
 from service.search import Context, Searcher, SearchResult
+from service.sentences import masses, prefetch_sentences, sentences_of
 
 ABSTAIN_TEXT = "The indexed sources do not answer this question."
 MAX_ANSWER_SENTENCES = 2
@@ -44,64 +43,51 @@ class ScoredHighlight:
     """A candidate highlight with its score against the question."""
 
     rank: int
-    highlight: Highlight
+    highlight: Highlight  # the sentence itself: what an answer quotes
     score: float
+    shown: Highlight | None = None  # the passage's highlight when wider (with a neighbour)
 
 
 @dataclass(frozen=True, slots=True)
-class Sentences:
-    """A passage's sentence spans and the keyword terms of each sentence."""
+class SentenceChoice:
+    """How a passage's best sentence is chosen: the kind of answer the question asks for
+    (a sentence holding one gains KIND_BONUS), and whether the passage's highlight takes in
+    the neighbouring sentence holding more of the question (the answer quotes the sentence)."""
 
-    spans: tuple[Span, ...]
-    terms: tuple[frozenset[str], ...]
-
-
-# Lines nobody would quote as an answer: Markdown headings, code fences, rules and front-matter
-# fences, list markers alone, and metadata (`Key: value` holding a URL or a second key).
-_NOT_PROSE = re.compile(
-    r"""^\s*(?:\#{1,6}(?:\s|$)
-    |(?:-{3,}|\*{3,}|_{3,}|={3,})\s*$
-    |(?:[-*+>]|\d+[.)])\s*$
-    |[A-Za-z][\w-]*:\s+\S.*(?:https?://|\s[A-Za-z][\w-]*:\s)
-    )""",
-    re.VERBOSE,
-)
-_FENCE = re.compile(r"^\s*(?:```|~~~)")
+    kind: AnswerKind | None = None
+    neighbour: bool = False
 
 
-def prose(text: str, span: Span) -> Span | None:
-    """The first run of prose lines of a sentence span, trimmed (a heading or metadata line
-    joined to a sentence is left out); None when nothing quotable remains."""
-    piece = text[span.start : span.end]
-    if _FENCE.match(piece) or not any(c.isalpha() for c in piece):
-        return None
-    run: list[Span] = []
-    at = span.start
-    for line in piece.split("\n"):
-        stripped = line.strip()
-        if stripped and not _NOT_PROSE.match(line):
-            left = at + len(line) - len(line.lstrip())
-            run.append(Span(left, left + len(stripped)))
-        elif run and stripped:
-            break  # a heading or metadata line after prose ends the run
-        at += len(line) + 1
-    return Span(run[0].start, run[-1].end) if run else None
+PLAIN = SentenceChoice()
+# Of the question's IDF mass: breaks near-ties towards a sentence that can hold the answer.
+KIND_BONUS = 0.1
 
 
-# A pure function of the passage text; popular passages come back for many questions.
-@lru_cache(maxsize=4096)
-def sentences_of(text: str) -> Sentences:
-    """Split text into sentences that read as prose (headings, fences and metadata lines are
-    never quoted) and tokenise each as the keyword index does."""
-    spans = tuple(p for p in (prose(text, s) for s in split_sentences(text)) if p is not None)
-    terms = tokenize([text[s.start : s.end] for s in spans])
-    return Sentences(spans, tuple(frozenset(t) for t in terms))
+def sentence_choice(question: str, settings: Settings) -> SentenceChoice:
+    """The sentence choice the settings ask for, for this question."""
+    kind = answer_kind(question) if settings.answer_kinds else None
+    return SentenceChoice(kind, settings.highlight_neighbour)
 
 
-def prefetch_sentences(chunks: Sequence[Chunk]) -> None:
-    """Split and tokenise passages ahead of `score_sentences` (a Searcher prefetch hook)."""
-    for chunk in chunks:
-        sentences_of(chunk.text)
+def _neighbour(text: str, spans: Sequence[Span], mass: Sequence[float], i: int) -> Span:
+    """Sentence i joined to the adjacent sentence of its paragraph holding more of the
+    question (the next one on a tie); sentence i alone when it has no such neighbour."""
+    joinable = [
+        j
+        for j in (i + 1, i - 1)
+        if 0 <= j < len(spans) and _same_paragraph(text, spans[min(i, j)], spans[max(i, j)])
+    ]
+    if not joinable:
+        return spans[i]
+    j = max(joinable, key=lambda j: (mass[j], j > i))
+    return Span(spans[min(i, j)].start, spans[max(i, j)].end)
+
+
+def _same_paragraph(text: str, first: Span, second: Span) -> bool:
+    """Whether only spaces and at most one line break separate two sentences (no heading,
+    no blank line)."""
+    gap = text[first.end : second.start]
+    return not gap.strip() and gap.count("\n") <= 1
 
 
 def best_sentences(
@@ -109,30 +95,41 @@ def best_sentences(
     hits: Sequence[Hit],
     keyword: KeywordIndex,
     term_weights: Sequence[float] = (),
+    choice: SentenceChoice = PLAIN,
 ) -> list[ScoredHighlight | None]:
     """The sentence of each hit holding the largest share of the question's IDF mass (the
     first of equals), or None for a hit without sentences; `term_weights` scales each term's
-    IDF (a conversation's earlier terms count less than the question's).
+    IDF (a conversation's earlier terms count less than the question's); `choice` may favour
+    sentences holding the kind of answer asked for and widen the passage's highlight (never
+    the quoted sentence) by a neighbour.
 
     Measured on SQuAD, this lexical score picks the answer sentence as often as dense sentence
     similarity combined with it, at a fraction of the cost (no encoder call per request).
     """
-    question_terms = frozenset(terms)
-    weights = keyword.idf(sorted(question_terms))
+    weights = keyword.idf(sorted(frozenset(terms)))
     if term_weights:
         scale = dict(zip(terms, term_weights, strict=True))
         weights = {t: w * scale[t] for t, w in weights.items()}
     total = sum(weights.values())
     best: list[ScoredHighlight | None] = []
     for rank, hit in enumerate(hits, start=1):
-        analysed = sentences_of(hit.chunk.text)
+        text = hit.chunk.text
+        analysed = sentences_of(text)
         if not analysed.spans:
             best.append(None)
             continue
-        mass = [sum(weights.get(t, 0.0) for t in question_terms & s) for s in analysed.terms]
-        i = max(range(len(mass)), key=mass.__getitem__)
-        score = mass[i] / total if total else 0.0
-        best.append(ScoredHighlight(rank, highlight(hit.chunk, analysed.spans[i]), score))
+        mass = [m / total if total else 0.0 for m in masses(analysed, weights)]
+        ranked = mass
+        if choice.kind is not None:
+            ranked = [
+                m + KIND_BONUS * has_kind(text[s.start : s.end], choice.kind)
+                for m, s in zip(mass, analysed.spans, strict=True)
+            ]
+        i = max(range(len(ranked)), key=ranked.__getitem__)
+        sentence = analysed.spans[i]
+        wide = _neighbour(text, analysed.spans, mass, i) if choice.neighbour else sentence
+        shown = highlight(hit.chunk, wide) if wide != sentence else None
+        best.append(ScoredHighlight(rank, highlight(hit.chunk, sentence), mass[i], shown))
     return best
 
 
@@ -205,8 +202,9 @@ def compose_follow_up(
 
 
 def best_highlights(best: Sequence[ScoredHighlight | None]) -> list[tuple[Highlight, ...]]:
-    """The best sentence of each passage, as that passage's highlights."""
-    return [(b.highlight,) if b else () for b in best]
+    """The best sentence of each passage (with its neighbour when widened), as that passage's
+    highlights."""
+    return [(b.shown or b.highlight,) if b else () for b in best]
 
 
 def compose_answer(
@@ -290,7 +288,8 @@ def ask(
         best, candidates = follow_up_sentences(searcher, question, result)
         answer = compose_follow_up(candidates, grounded)
     else:
-        best = best_sentences(result.terms, result.hits, result.index.keyword)
+        choice = sentence_choice(question, searcher.settings)
+        best = best_sentences(result.terms, result.hits, result.index.keyword, choice=choice)
         answer = compose_answer(best, grounded)
     timings = dict(result.timings, answer_ms=(time.perf_counter() - t0) * 1000)
     return AskResult(

@@ -144,7 +144,9 @@ class Settings(BaseSettings):
     dense_weight: float = Field(0.5, ge=0, description="Weight of the dense retriever in fusion.")
     keyword_weight: float = Field(0.5, ge=0, description="Weight of the keyword retriever.")
     abstain_threshold: float = Field(
-        0.3, description="Best dense cosine below which the answer abstains."
+        0.3,
+        description="Best dense cosine below which the answer abstains (see the curve of "
+        "`python -m bench.abstention`).",
     )
 
     max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413.")
@@ -224,6 +226,32 @@ class Settings(BaseSettings):
         "flag",
         description="Generated sentences no cited span supports: flag (kept, marked "
         "[unverified]) or drop.",
+    )
+
+    sentence_weight: float = Field(
+        3.0,
+        ge=0,
+        description="Hybrid ranking: weight of the largest share of the question's IDF mass one "
+        "sentence of a passage holds, added to the fused score of the first sentence_rerank "
+        "passages; 0 = off.",
+    )
+    sentence_rerank: int = Field(
+        20, ge=1, le=1000, description="Fused passages re-scored by their best sentence."
+    )
+    answer_kinds: bool = Field(
+        True,
+        description="Favour answer sentences holding the kind of answer asked for (a number "
+        "for how many/when, a name for who/where).",
+    )
+    highlight_neighbour: bool = Field(
+        True,
+        description="Highlights take in the adjacent sentence of the paragraph holding more "
+        "of the question.",
+    )
+    acronyms: bool = Field(
+        True,
+        description="Match a capitalised name in a question to its initials in the corpus "
+        "(United States, US) and back, both ways learned from the indexed text.",
     )
 
     @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")

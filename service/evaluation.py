@@ -14,7 +14,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from service.answering import AskResult, ask, best_highlights, best_sentences
+from service.answering import (
+    AskResult,
+    ask,
+    best_highlights,
+    best_sentences,
+    sentence_choice,
+)
 from service.builds import IndexHolder
 from service.config import Mode, Settings
 from service.conversation import Turn, ask_conversation, assistant_turn
@@ -168,7 +174,10 @@ def _score_mode(
             answers = dataset.answers.get(qid, [])
             first += _contains(result.hits[0].chunk.text, answers)
             top5 += any(_contains(h.chunk.text, answers) for h in result.hits[:5])
-            best = best_sentences(result.terms, result.hits[:1], result.index.keyword)
+            choice = sentence_choice(question, searcher.settings)
+            best = best_sentences(
+                result.terms, result.hits[:1], result.index.keyword, choice=choice
+            )
             marks = best_highlights(best)[0]
             highlight += bool(marks) and _contains(marks[0].text, answers)
     seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from bm25s.stopwords import STOPWORDS_EN
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # Part of the index fingerprint: changing how text is tokenised must rebuild the index.
-KEYWORD_VERSION = "bm25s-en-stem-v1"
+KEYWORD_VERSION = "bm25s-en-stem-v1+acronyms"
 
 
 # bm25s.tokenize's defaults (its token pattern, lower-casing, English stop words dropped
@@ -43,6 +44,17 @@ def _stem(word: str) -> str:
     return stem
 
 
+# Words written in capitals (US, JCS, NFL): the acronyms a corpus uses, as `tokenize`d terms.
+_CAPITALS = re.compile(r"\b[A-Z][A-Z0-9]*[A-Z]\b").findall
+ACRONYMS_FILE = "acronyms.json"
+
+
+def acronyms_of(texts: Sequence[str]) -> frozenset[str]:
+    """The terms of the words the texts write in capitals (two letters or more)."""
+    words = {w for text in texts for w in _CAPITALS(text)}
+    return frozenset(t for w in words for t in tokenize([w])[0])
+
+
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
     """Lower-cased, stop-word-free, stemmed word lists (what bm25s.tokenize returns)."""
     return [[_stem(w) for w in _WORDS(text.lower()) if w not in _STOPWORDS] for text in texts]
@@ -51,9 +63,12 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 class KeywordIndex:
     """BM25 scores of every chunk row for a question."""
 
-    def __init__(self, retriever: bm25s.BM25, size: int) -> None:
+    def __init__(
+        self, retriever: bm25s.BM25, size: int, acronyms: frozenset[str] = frozenset()
+    ) -> None:
         self._retriever = retriever
         self.size = size
+        self.acronyms = acronyms  # terms the corpus writes in capitals somewhere
         self._idf: npt.NDArray[np.float32] | None = None
 
     @classmethod
@@ -64,13 +79,14 @@ class KeywordIndex:
             # An empty token list would make bm25s drop the row; a placeholder keeps rows aligned.
             tokens = [t or ["\x00"] for t in tokenize(texts)]
             retriever.index(tokens, show_progress=False)
-        return cls(retriever, len(texts))
+        return cls(retriever, len(texts), acronyms_of(texts))
 
     def save(self, folder: Path) -> None:
         """Persist under folder."""
         folder.mkdir(parents=True, exist_ok=True)
         if self.size:
             self._retriever.save(str(folder))
+        (folder / ACRONYMS_FILE).write_text(json.dumps(sorted(self.acronyms)), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path, size: int) -> KeywordIndex:
@@ -78,7 +94,9 @@ class KeywordIndex:
         if not size:
             return cls(bm25s.BM25(), 0)
         retriever = bm25s.BM25.load(str(folder), mmap=True)
-        return cls(retriever, size)
+        path = folder / ACRONYMS_FILE
+        acronyms = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+        return cls(retriever, size, frozenset(acronyms))
 
     def scores(self, terms: Sequence[str]) -> npt.NDArray[np.float32]:
         """BM25 score of every row for a question's `tokenize`d terms (zeros when none is
@@ -119,6 +137,10 @@ class KeywordIndex:
         rows, where = np.unique(postings, return_inverse=True)
         sums = np.bincount(where, weights=scores, minlength=len(rows))
         return rows.astype(np.int64), sums.astype(np.float32)
+
+    def is_acronym(self, term: str) -> bool:
+        """Whether the indexed text writes a `tokenize`d term in capitals (as US, JCS)."""
+        return term in self.acronyms and term in self._retriever.vocab_dict
 
     def idf(self, terms: Sequence[str]) -> dict[str, float]:
         """BM25 inverse document frequency of each indexed term (tokenised as `tokenize` does)."""

@@ -16,8 +16,10 @@ from service.access import EVERYTHING, Scope
 from service.builds import IndexHolder, LoadedIndex
 from service.config import Mode, Settings
 from service.embedding import Embedder, MicroBatcher, available_cores
+from service.expansion import acronym_terms
 from service.keyword import tokenize
 from service.models import Chunk, Hit
+from service.sentences import best_share
 from service.vectors import pin_threads
 
 
@@ -58,6 +60,9 @@ def weighted_terms(
             weights[term] = max(weights.get(term, 0.0), weight)
     return tuple(weights), tuple(weights.values())
 
+
+# An acronym stands for a whole name of (mostly) two words, so it weighs what they weigh.
+ACRONYM_WEIGHT = 1.5
 
 Ranking = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
@@ -259,9 +264,13 @@ class Searcher:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         terms, weights = weighted_terms(question, context)
+        extra = acronym_terms(question, index.keyword.is_acronym) if self.settings.acronyms else ()
+        if extra:
+            terms, weights = terms + extra, weights + (ACRONYM_WEIGHT,) * len(extra)
         allowed = index.chunks.rows_matching(sources, scope)
         depth = max(top_k, self.settings.candidates)
-        keyword_args = (index, terms, weights if context else None, depth, allowed, prefetch, top_k)
+        weighted = weights if context or extra else None
+        keyword_args = (index, terms, weighted, depth, allowed, prefetch, top_k)
         # Encoding a new question is most of an ask and runs outside the GIL; keyword
         # retrieval runs on another core meanwhile. A cached vector needs no second thread.
         cached = self._cached_vector(question)
@@ -310,9 +319,11 @@ class Searcher:
                     (keyword.rows, keyword.scores, self.settings.keyword_weight),
                 ]
             )
+        chunks = dict(keyword.chunks) if keyword is not None else {}
+        if mode == "hybrid" and self.settings.sentence_weight > 0 and len(ranked):
+            ranked, fused = self._by_sentences(index, ranked, fused, terms, weights, chunks)
         rows = ranked[:top_k].tolist()
         dense_scores = self._dense_scores(index, query, rows, dense_rows, dense_top)
-        chunks = dict(keyword.chunks) if keyword is not None else {}
         missing = [r for r in rows if r not in chunks]
         if missing:
             chunks.update(index.chunks.chunks(missing))
@@ -334,6 +345,30 @@ class Searcher:
             timings=timings,
             weights=weights,
         )
+
+    def _by_sentences(
+        self,
+        index: LoadedIndex,
+        ranked: npt.NDArray[np.int64],
+        fused: npt.NDArray[np.float64],
+        terms: Sequence[str],
+        weights: Sequence[float],
+        chunks: dict[int, Chunk],
+    ) -> Ranking:
+        """The fused ranking with each of its first sentence_rerank passages raised by
+        sentence_weight times the largest share of the question's IDF mass one of its
+        sentences holds: an answer states the question's words together, in one sentence,
+        where a passage that merely mentions them spreads them out. Fills `chunks`."""
+        head = ranked[: self.settings.sentence_rerank].tolist()
+        missing = [r for r in head if r not in chunks]
+        if missing:
+            chunks.update(index.chunks.chunks(missing))
+        idf = index.keyword.idf(sorted(set(terms)))
+        scale = dict(zip(terms, weights, strict=True))
+        term_weights = {t: w * scale.get(t, 1.0) for t, w in idf.items()}
+        bonus = np.zeros(len(ranked), dtype=np.float64)
+        bonus[: len(head)] = [best_share(chunks[r].text, term_weights) for r in head]
+        return _ranked(ranked, fused + self.settings.sentence_weight * bonus)
 
     def _with_context(
         self, question: npt.NDArray[np.float32], context: Sequence[Context]

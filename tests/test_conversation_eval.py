@@ -96,6 +96,9 @@ def eval_settings(tmp_path: Path) -> Settings:
         index_dir=tmp_path / "unused-index",
         cache_dir=tmp_path / "cache",
         abstain_threshold=0.2,
+        # The plain fused ranking: these tests are about how turns are asked and counted, and
+        # the sentence signal would rank "Where were they deployed?" right even alone.
+        sentence_weight=0.0,
     )
 
 
@@ -231,6 +234,7 @@ def test_the_json_and_the_table_carry_counts_and_rates(
     monkeypatch.setattr("service.embedding.embedder_for", lambda settings: fake_embedder)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GROUNDQA_ABSTAIN_THRESHOLD", "0.2")  # as eval_settings: same counts
+    monkeypatch.setenv("GROUNDQA_SENTENCE_WEIGHT", "0")
     path = write_json(tmp_path / "conv.json", CONVERSATIONS)
     argv = ["eval", str(corpus), "--conversations", str(path), "--cache", str(tmp_path / "c")]
     assert cli.main([*argv, "--json"]) == 0

@@ -19,6 +19,7 @@ from service.indexing import Builder
 from service.keyword import tokenize
 from service.models import Chunk
 from service.search import Searcher, rrf, zscore_fusion
+from service.sentences import best_share
 from tests.conftest import FakeEmbedder
 
 
@@ -107,7 +108,55 @@ def reference(searcher: Searcher, question: str, top_k: int) -> list[tuple[int, 
     rows, fused = zscore_fusion(
         [(ids[0].astype(np.int64), scores[0], 0.5), (keyword_rows, keyword[keyword_rows], 0.5)]
     )
-    return list(zip(rows[:top_k].tolist(), fused[:top_k].tolist(), strict=True))
+    # Then each passage gains sentence_weight times its best sentence's share of the IDF mass.
+    idf = index.keyword.idf(tokenize([question])[0])
+    texts = index.chunks.chunks(rows.tolist())
+    shares = [best_share(texts[r].text, idf) for r in rows.tolist()]
+    rescored = sorted(
+        (
+            (r, f + searcher.settings.sentence_weight * b)
+            for r, f, b in zip(rows, fused, shares, strict=True)
+        ),
+        key=lambda rs: (-rs[1], rs[0]),
+    )
+    return [(int(r), float(f)) for r, f in rescored[:top_k]]
+
+
+def test_best_share_is_the_largest_sentence_share_of_the_idf_mass() -> None:
+    text = "Roots take water. Water comes from soil and roots."
+    assert best_share(text, {"root": 1.0, "water": 2.0, "soil": 1.0}) == 1.0
+    assert best_share(text, {"root": 1.0, "water": 2.0, "sky": 1.0}) == 0.75
+    assert best_share(text, {"sky": 1.0}) == 0.0
+    assert best_share("", {"root": 1.0}) == 0.0
+
+
+def test_a_passage_stating_the_question_in_one_sentence_ranks_first(
+    settings: Settings, fake_embedder: FakeEmbedder
+) -> None:
+    """The sentence signal puts the passage saying the question's words together first; with
+    sentence_weight 0 the fused order is the plain one."""
+    docs = {
+        "spread.txt": "Water\n\nRivers carry water far. Roots grow deep. The soil is dark.\n",
+        "together.txt": "Roots\n\nRoots take water from the soil.\n",
+    }
+    for name, text in docs.items():
+        (settings.seeds_dir / name).write_text(text)
+    Builder(settings, fake_embedder).build()
+    holder = IndexHolder(settings.index_dir, fake_embedder)
+    holder.refresh()
+    on = Searcher(settings, fake_embedder, holder)
+    off = Searcher(settings.model_copy(update={"sentence_weight": 0.0}), fake_embedder, holder)
+    question = "water roots soil"
+    ranked_on = [h.chunk.source for h in on.search(question, top_k=2).hits]
+    base = off.search(question, top_k=2).hits
+    shares = [
+        best_share(h.chunk.text, on.holder.current.keyword.idf(tokenize([question])[0]))
+        for h in base
+    ]
+    assert ranked_on[0] == "together.txt"
+    assert shares[[h.chunk.source for h in base].index("together.txt")] == 1.0
+    on.close()
+    off.close()
 
 
 @pytest.mark.parametrize("question", ["water in the soil", "hot stars", "blood cells oxygen"])

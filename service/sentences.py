@@ -1,0 +1,82 @@
+"""Sentences of a passage that read as prose, their keyword terms, and how much of a
+question's IDF mass each holds (used to rank passages and to pick the highlight)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from service.chunking import split_sentences
+from service.keyword import tokenize
+from service.models import Chunk, Span
+
+
+@dataclass(frozen=True, slots=True)
+class Sentences:
+    """A passage's sentence spans and the keyword terms of each sentence."""
+
+    spans: tuple[Span, ...]
+    terms: tuple[frozenset[str], ...]
+
+
+# Lines nobody would quote as an answer: Markdown headings, code fences, rules and front-matter
+# fences, list markers alone, and metadata (`Key: value` holding a URL or a second key).
+_NOT_PROSE = re.compile(
+    r"""^\s*(?:\#{1,6}(?:\s|$)
+    |(?:-{3,}|\*{3,}|_{3,}|={3,})\s*$
+    |(?:[-*+>]|\d+[.)])\s*$
+    |[A-Za-z][\w-]*:\s+\S.*(?:https?://|\s[A-Za-z][\w-]*:\s)
+    )""",
+    re.VERBOSE,
+)
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+
+
+def prose(text: str, span: Span) -> Span | None:
+    """The first run of prose lines of a sentence span, trimmed (a heading or metadata line
+    joined to a sentence is left out); None when nothing quotable remains."""
+    piece = text[span.start : span.end]
+    if _FENCE.match(piece) or not any(c.isalpha() for c in piece):
+        return None
+    run: list[Span] = []
+    at = span.start
+    for line in piece.split("\n"):
+        stripped = line.strip()
+        if stripped and not _NOT_PROSE.match(line):
+            left = at + len(line) - len(line.lstrip())
+            run.append(Span(left, left + len(stripped)))
+        elif run and stripped:
+            break  # a heading or metadata line after prose ends the run
+        at += len(line) + 1
+    return Span(run[0].start, run[-1].end) if run else None
+
+
+# A pure function of the passage text; popular passages come back for many questions.
+@lru_cache(maxsize=4096)
+def sentences_of(text: str) -> Sentences:
+    """Split text into sentences that read as prose (headings, fences and metadata lines are
+    never quoted) and tokenise each as the keyword index does."""
+    spans = tuple(p for p in (prose(text, s) for s in split_sentences(text)) if p is not None)
+    terms = tokenize([text[s.start : s.end] for s in spans])
+    return Sentences(spans, tuple(frozenset(t) for t in terms))
+
+
+def prefetch_sentences(chunks: Sequence[Chunk]) -> None:
+    """Split and tokenise passages ahead of their scoring (a Searcher prefetch hook)."""
+    for chunk in chunks:
+        sentences_of(chunk.text)
+
+
+def masses(analysed: Sentences, weights: Mapping[str, float]) -> list[float]:
+    """The question's IDF mass (`weights`: term -> weight) each sentence holds."""
+    question = frozenset(weights)
+    return [sum(weights[t] for t in question & terms) for terms in analysed.terms]
+
+
+def best_share(text: str, weights: Mapping[str, float]) -> float:
+    """The largest share of the question's IDF mass one sentence of text holds (0 to 1)."""
+    total = sum(weights.values())
+    found = masses(sentences_of(text), weights)
+    return max(found) / total if found and total else 0.0
