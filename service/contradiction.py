@@ -21,7 +21,7 @@ from service.facts import (
     number_key,
     same_name,
 )
-from service.keyword import STOPWORDS, _stem
+from service.keyword import STOPWORDS, stem
 
 # Words whose pairs contradict each other: a claim saying one where its span says the other
 # (and neither says both) is not supported by it. Stemmed when first used.
@@ -160,7 +160,7 @@ _FUNCTION_WORDS = frozenset(
 
 @cache
 def _function_stems() -> frozenset[str]:
-    return frozenset(_stem(w) for w in _FUNCTION_WORDS)
+    return frozenset(stem(w) for w in _FUNCTION_WORDS)
 
 
 # Prefixes that negate the word they precede ("unaware", "dishonest", "non-binding").
@@ -185,7 +185,7 @@ _TOKEN = re.compile(
 def _stems(pairs: Sequence[tuple[str, str]]) -> dict[str, frozenset[str]]:
     out: dict[str, set[str]] = {}
     for a, b in pairs:
-        sa, sb = _stem(a), _stem(b)
+        sa, sb = stem(a), stem(b)
         out.setdefault(sa, set()).add(sb)
         out.setdefault(sb, set()).add(sa)
     return {k: frozenset(v) for k, v in out.items()}
@@ -203,12 +203,12 @@ def _converses() -> dict[str, frozenset[str]]:
 
 @cache
 def _symmetric() -> frozenset[str]:
-    return frozenset(_stem(w) for w in _SYMMETRIC)
+    return frozenset(stem(w) for w in _SYMMETRIC)
 
 
 def _all_stems(text: str) -> frozenset[str]:
     """Every word's stem, stop words kept ("up", "for", "more" carry meaning here)."""
-    return frozenset(_stem(w) for w in re.findall(r"[a-z]+", text.lower()))
+    return frozenset(stem(w) for w in re.findall(r"[a-z]+", text.lower()))
 
 
 def opposite_words(claim: str, window: str) -> tuple[str, str] | None:
@@ -229,9 +229,9 @@ def opposite_words(claim: str, window: str) -> tuple[str, str] | None:
                 if (
                     word.startswith(prefix)
                     and len(rest) >= 4
-                    and _stem(word) not in other_side
-                    and _stem(rest) in other_side
-                    and _stem(rest) not in one_stems
+                    and stem(word) not in other_side
+                    and stem(rest) in other_side
+                    and stem(rest) not in one_stems
                 ):
                     return (word, rest) if side == 0 else (rest, word)
     return None
@@ -275,7 +275,7 @@ def _parse(text: str) -> _Parsed:
     """Tokens, stems and facts (name runs, numbers with their scale) of a text."""
     tokens = tuple(_TOKEN.findall(text))
     stems = tuple(
-        _stem(t.lower()) if t[:1].isalpha() and t.lower() not in STOPWORDS else None for t in tokens
+        stem(t.lower()) if t[:1].isalpha() and t.lower() not in STOPWORDS else None for t in tokens
     )
     starts = {0} | {k + 1 for k, t in enumerate(tokens) if t in (".", "!", "?")}
 

@@ -39,7 +39,7 @@ def _stemmer() -> Any:
 
 # Snowball costs about a microsecond a word; a query's passages repeat most of their words.
 @lru_cache(maxsize=1 << 16)
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     stem: str = _stemmer().stemWord(word)
     return stem
 
@@ -57,7 +57,7 @@ def acronyms_of(texts: Sequence[str]) -> frozenset[str]:
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
     """Lower-cased, stop-word-free, stemmed word lists (what bm25s.tokenize returns)."""
-    return [[_stem(w) for w in _WORDS(text.lower()) if w not in _STOPWORDS] for text in texts]
+    return [[stem(w) for w in _WORDS(text.lower()) if w not in _STOPWORDS] for text in texts]
 
 
 class KeywordIndex:
