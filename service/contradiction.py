@@ -216,10 +216,10 @@ def opposite_words(claim: str, window: str) -> tuple[str, str] | None:
     a pair of `_OPPOSITES`, or a word and its negating prefix ("aware", "unaware")."""
     have, there = _all_stems(claim), _all_stems(window)
     table = _opposites()
-    for stem in sorted(have - there):
-        for other in sorted(table.get(stem, ())):
+    for said in sorted(have - there):
+        for other in sorted(table.get(said, ())):
             if other in there and other not in have:
-                return stem, other
+                return said, other
     for side, (one, other_side, one_stems) in enumerate(
         ((claim, there, have), (window, have, there))
     ):
