@@ -313,6 +313,16 @@ def test_the_placeholder_names_an_indexed_document(page: Page, tricky_url: str) 
 
 
 @pytest.mark.e2e
+def test_a_placeholder_over_documents_titled_by_file_name_names_the_file(
+    page: Page, web_url: str
+) -> None:
+    page.goto(f"{web_url}/")
+    expect(page.get_by_label("Question", exact=True)).to_have_attribute(
+        "placeholder", f"Ask a question about {SEED.name}"
+    )
+
+
+@pytest.mark.e2e
 def test_abstaining_answer_and_keyboard_only(page: Page, web_url: str) -> None:
     """An unanswerable question says so; the whole flow works from the keyboard."""
     page.goto(f"{web_url}/")

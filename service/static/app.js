@@ -660,16 +660,18 @@
   // see, preferring one titled by its content over one titled by its file name).
   async function loadPlaceholder() {
     const seq = ++placeholderSeq;
-    let title = "";
+    let text = DEFAULT_PLACEHOLDER;
     try {
       const data = await api("/v1/documents", { headers: authHeaders() });
       const named = data.documents.find((d) => d.title && d.title !== d.source.split("/").pop());
-      title = (named || data.documents[0] || {}).title || "";
+      // "Ask about 000_61032.txt" reads oddly: a file name is what the question is asked of.
+      if (named) text = "e.g. Ask about " + named.title;
+      else if (data.documents.length) text = "Ask a question about " + data.documents[0].source;
     } catch (_) {
-      title = "";
+      text = DEFAULT_PLACEHOLDER;
     }
     if (seq !== placeholderSeq) return;
-    questionInput.placeholder = title ? "e.g. Ask about " + title : DEFAULT_PLACEHOLDER;
+    questionInput.placeholder = text;
   }
 
   // The LLM control is shown only when the server has an LLM: its model list then offers
