@@ -668,7 +668,10 @@ def llm_url(
 def generated_sentences(base_url: str) -> tuple[str, str]:
     """A sentence the seed backs word for word, citing [1], and one whose number was changed."""
     body = httpx.post(f"{base_url}/v1/ask", json={"question": TROOPS}, timeout=60).json()
-    quoted = body["passages"][0]["highlights"][0]["text"].strip()
+    # The extractive answer's one quoted sentence (a highlight may add its neighbour).
+    found = re.match(r"(.+?) \[1\]", body["answer"]["text"])
+    assert found is not None, body["answer"]
+    quoted = found.group(1).strip()
     assert "12,000" in quoted, quoted
     good = quoted.rstrip(".") + " [1]."
     return good, good.replace("12,000", "97,000")
