@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +26,20 @@ from service.indexing import Builder
 
 _WORD = re.compile(r"\w+")
 LOCAL = "http://localhost"
+
+
+_HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="groundqa-hypothesis-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis keeps its caches in a temp folder of the session, never in the checkout."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
