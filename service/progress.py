@@ -28,13 +28,13 @@ def export_needed(settings: Settings) -> bool:
     if settings.encoder not in ("onnx", "onnx-int8"):
         return False
     from service.embedding.hf import model_fingerprint
-    from service.embedding.onnx_encoder import FLOAT_FILE, INT8_FILE, export_folder
+    from service.embedding.onnx_encoder import export_file, export_folder
 
     path = Path(settings.model_path).expanduser()
     if not path.is_dir():
         return False  # the loader says what is wrong
-    name = INT8_FILE if settings.encoder == "onnx-int8" else FLOAT_FILE
-    return not (export_folder(settings.cache_dir, model_fingerprint(path)) / name).is_file()
+    folder = export_folder(settings.cache_dir, model_fingerprint(path))
+    return not export_file(folder, int8=settings.encoder == "onnx-int8").is_file()
 
 
 def model_label(settings: Settings) -> str:

@@ -168,10 +168,15 @@ def quantize_int8(source: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def export_file(folder: Path, *, int8: bool) -> Path:
+    """The ONNX file of an export folder that the float or int8 encoder loads."""
+    return folder / (INT8_FILE if int8 else FLOAT_FILE)
+
+
 def ensure_onnx(model_path: Path, folder: Path, *, int8: bool) -> tuple[Path, bool]:
     """The cached ONNX file for the model, exported (and quantised) first when missing;
     returns (path, whether this call exported anything)."""
-    target = folder / (INT8_FILE if int8 else FLOAT_FILE)
+    target = export_file(folder, int8=int8)
     if target.is_file():
         return target, False
     with _folder_lock(folder):
@@ -215,7 +220,8 @@ class OnnxEmbedder:
         # model id: indexes and cached vectors move freely between the two. Int8 vectors
         # differ (cosine ~0.99), so int8 has an id of its own: switching to it rebuilds the
         # index with int8 vectors rather than mixing them with float ones.
-        self.model_id = model_id or model_fingerprint(path) + (INT8_SUFFIX if int8 else "")
+        fingerprint = model_fingerprint(path)
+        self.model_id = model_id or fingerprint + (INT8_SUFFIX if int8 else "")
         self.max_seq_length = read_max_seq_length(path)
         self.threads = max(1, threads)
         self.workers = workers if workers > 0 else available_cores()
@@ -225,7 +231,7 @@ class OnnxEmbedder:
         # faster for chunks (bench/determinism.py measures the ratio).
         self.batch_size = 1 if int8 else batch_size
         self.per_text = int8
-        folder = export_folder(cache_dir, model_fingerprint(path))
+        folder = export_folder(cache_dir, fingerprint)
         self.onnx_path, self.exported = ensure_onnx(path, folder, int8=int8)
 
         options = ort.SessionOptions()
