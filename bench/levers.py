@@ -30,6 +30,7 @@ from service.sentences import sentences_of
 # The settings that turn every lever of issue 20 off.
 LEVERS_OFF: dict[str, Any] = {
     "sentence_weight": 0.0,
+    "sentence_meaning": 0.0,
     "answer_kinds": False,
     "highlight_neighbour": False,
     "acronyms": False,

@@ -14,7 +14,7 @@ from service.keyword import KeywordIndex
 from service.models import Hit, Span
 from service.question_types import AnswerKind, answer_kind, has_kind
 from service.search import Context, Searcher, SearchResult
-from service.sentences import masses, prefetch_sentences, sentences_of
+from service.sentences import masses, prefetch_sentences, sentence_scores, sentences_of
 
 ABSTAIN_TEXT = "The indexed sources do not answer this question."
 MAX_ANSWER_SENTENCES = 2
@@ -56,6 +56,7 @@ class SentenceChoice:
 
     kind: AnswerKind | None = None
     neighbour: bool = False
+    meaning: float = 0.0  # weight of a sentence's cosine with the question, where known
 
 
 PLAIN = SentenceChoice()
@@ -66,7 +67,7 @@ KIND_BONUS = 0.1
 def sentence_choice(question: str, settings: Settings) -> SentenceChoice:
     """The sentence choice the settings ask for, for this question."""
     kind = answer_kind(question) if settings.answer_kinds else None
-    return SentenceChoice(kind, settings.highlight_neighbour)
+    return SentenceChoice(kind, settings.highlight_neighbour, settings.sentence_meaning)
 
 
 def _neighbour(text: str, spans: Sequence[Span], mass: Sequence[float], i: int) -> Span:
@@ -103,8 +104,8 @@ def best_sentences(
     sentences holding the kind of answer asked for and widen the passage's highlight (never
     the quoted sentence) by a neighbour.
 
-    Measured on SQuAD, this lexical score picks the answer sentence as often as dense sentence
-    similarity combined with it, at a fraction of the cost (no encoder call per request).
+    A hit carrying sentence cosines (a build with sentence vectors) adds choice.meaning times
+    each sentence's cosine, as the ranking did.
     """
     weights = keyword.idf(sorted(frozenset(terms)))
     if term_weights:
@@ -119,11 +120,13 @@ def best_sentences(
             best.append(None)
             continue
         mass = [m / total if total else 0.0 for m in masses(analysed, weights)]
-        ranked = mass
+        # The sentence that ranked the passage: its words and, with sentence vectors, its
+        # meaning (SQuAD dev: the answer in the first highlight 0.828 -> 0.831).
+        ranked = sentence_scores(mass, hit.sentence_cosines, choice.meaning)
         if choice.kind is not None:
             ranked = [
                 m + KIND_BONUS * has_kind(text[s.start : s.end], choice.kind)
-                for m, s in zip(mass, analysed.spans, strict=True)
+                for m, s in zip(ranked, analysed.spans, strict=True)
             ]
         i = max(range(len(ranked)), key=ranked.__getitem__)
         sentence = analysed.spans[i]

@@ -10,6 +10,7 @@ from pathlib import Path
 from service.embedding import Embedder
 from service.errors import IndexIncompatibleError, IndexNotBuiltError
 from service.keyword import KeywordIndex
+from service.sentence_vectors import SentenceVectors
 from service.store import (
     CHUNKS_DB,
     KEYWORD_DIR,
@@ -33,6 +34,7 @@ class LoadedIndex:
     vectors: VectorIndex
     chunks: ChunkStore
     keyword: KeywordIndex
+    sentences: SentenceVectors | None = None  # None for builds written without them
 
     @classmethod
     def open(cls, folder: Path, *, expected_model: str, expected_dim: int) -> LoadedIndex:
@@ -50,6 +52,7 @@ class LoadedIndex:
             vectors = VectorIndex.load(folder)
             chunks = ChunkStore(folder / CHUNKS_DB)
             keyword = KeywordIndex.load(folder / KEYWORD_DIR, chunks.chunk_count)
+            sentences = SentenceVectors.load(folder)
         except Exception as exc:  # faiss, sqlite and bm25s each raise their own types
             raise IndexIncompatibleError(
                 f"index build {folder.name} is damaged ({exc}); " + rebuild_hint(index_dir)
@@ -59,7 +62,12 @@ class LoadedIndex:
                 f"vector dimension {vectors.dim} differs from the model's {expected_dim}; "
                 + rebuild_hint(index_dir)
             )
-        return cls(manifest.build_id, folder, manifest, vectors, chunks, keyword)
+        if sentences is not None and sentences.rows != chunks.chunk_count:
+            raise IndexIncompatibleError(
+                f"index build {folder.name} has sentence vectors of {sentences.rows} chunks, "
+                f"not {chunks.chunk_count}; " + rebuild_hint(index_dir)
+            )
+        return cls(manifest.build_id, folder, manifest, vectors, chunks, keyword, sentences)
 
 
 def open_published(index_dir: Path, embedder: Embedder) -> LoadedIndex:

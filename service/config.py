@@ -229,14 +229,26 @@ class Settings(BaseSettings):
     )
 
     sentence_weight: float = Field(
-        3.0,
+        5.0,
         ge=0,
-        description="Hybrid ranking: weight of the largest share of the question's IDF mass one "
-        "sentence of a passage holds, added to the fused score of the first sentence_rerank "
-        "passages; 0 = off.",
+        description="Hybrid ranking: weight of a passage's best sentence (its share of the "
+        "question's IDF mass plus sentence_meaning times its cosine with the question), added "
+        "to the fused score of the first sentence_rerank passages; 0 = off.",
     )
     sentence_rerank: int = Field(
-        20, ge=1, le=1000, description="Fused passages re-scored by their best sentence."
+        40, ge=1, le=1000, description="Fused passages re-scored by their best sentence."
+    )
+    sentence_vectors: bool = Field(
+        True,
+        description="Embed every sentence of every chunk at build time (about 1.7x the "
+        "embedding work) so that ranking and highlights can use what a sentence means; a "
+        "change rebuilds the index.",
+    )
+    sentence_meaning: float = Field(
+        2.0,
+        ge=0,
+        description="Weight of a sentence's cosine with the question beside its share of the "
+        "question's IDF mass, when the build has sentence vectors; 0 = words only.",
     )
     answer_kinds: bool = Field(
         True,

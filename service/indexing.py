@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from service.access import collection_of
@@ -28,6 +29,12 @@ from service.ingest import SeedFile, documents_of, parse_options, parse_seed, sc
 from service.keyword import KEYWORD_VERSION, KeywordIndex
 from service.models import Chunk, Document, Skipped
 from service.parsers.base import DEFAULT_OPTIONS, ParseError, ParseLimits, ParseOptions
+from service.sentence_vectors import (
+    SENTENCES_VERSION,
+    offsets_of,
+    sentence_texts,
+    write_sentence_vectors,
+)
 from service.store import (
     BUILDS,
     CHUNKS_DB,
@@ -74,6 +81,9 @@ def index_fingerprint(settings: Settings, model_id: str) -> dict[str, Any]:
         "chunker_version": CHUNKER_VERSION,
         "keyword": KEYWORD_VERSION,
         "format_version": FORMAT_VERSION,
+        # Sentence vectors, and how sentences are cut: a change re-embeds no chunk (the cache
+        # has them) but writes every build file again.
+        "sentences": SENTENCES_VERSION if settings.sentence_vectors else None,
         # What parsers produce from the same bytes: a change re-reads every file.
         "max_sheet_rows": settings.max_sheet_rows,
         "max_unzipped_bytes": settings.max_unzipped_bytes,
@@ -362,10 +372,13 @@ class Chunked:
 
 @dataclass(frozen=True, slots=True)
 class Embedded:
-    """The embed stage: a vector per chunk row, and how many were embedded (not cached)."""
+    """The embed stage: a vector per chunk row and per sentence of each row (none when the
+    settings say so), and how many chunk texts were embedded (not cached)."""
 
     vectors: Vectors
     embedded: int
+    sentence_vectors: Vectors | None = None
+    sentence_offsets: npt.NDArray[np.int64] | None = None
 
 
 class _Timer:
@@ -491,6 +504,8 @@ class Builder:
         """Stage write: vectors, keyword index and, last, the manifest."""
         folder = chunked.folder
         write_vectors(folder, embedded.vectors, AnnSettings.of(self.settings))
+        if embedded.sentence_vectors is not None and embedded.sentence_offsets is not None:
+            write_sentence_vectors(folder, embedded.sentence_offsets, embedded.sentence_vectors)
         KeywordIndex.build([c.text for c in chunked.rows]).save(folder / KEYWORD_DIR)
         seeds_by_source = {f.source: f for f in scan.files}
         chunker = self.chunker.settings
@@ -552,14 +567,18 @@ class Builder:
         show_progress: bool,
         on_progress: Callable[[int, int], None] = lambda done, total: None,
     ) -> Embedded:
-        """Stage embed: vectors for chunks in order, from the cache where possible."""
+        """Stage embed: vectors for chunks in order, and for the sentences of each when the
+        settings ask for them, from the cache where possible."""
         cache = EmbeddingCache(self.settings.index_dir / CACHE_FILE)
         model = self.embedder.model_id
         texts = [embedding_text(c) for c in chunks]
+        sentences = [sentence_texts(c) for c in chunks] if self.settings.sentence_vectors else []
         keys = [text_key(t) for t in texts]
-        found = {} if full else cache.get(model, keys, self.embedder.dim)
+        sentence_keys = [text_key(t) for group in sentences for t in group]
+        wanted = keys + sentence_keys
+        found = {} if full else cache.get(model, wanted, self.embedder.dim)
         missing: dict[str, str] = {}
-        for key, text in zip(keys, texts, strict=True):
+        for key, text in zip(wanted, [*texts, *(t for g in sentences for t in g)], strict=True):
             if key not in found:
                 missing.setdefault(key, text)
         # In slices committed to the cache one by one: a build that dies (or is killed)
@@ -568,7 +587,7 @@ class Builder:
         with tqdm(
             total=len(order),
             desc="Embedding",
-            unit="chunk",
+            unit="text",
             disable=not show_progress,
             smoothing=0.1,
         ) as bar:
@@ -580,11 +599,25 @@ class Builder:
                 cache.put(model, new)
                 found.update(new)
                 bar.update(len(part))
-                on_progress(len(found), len(keys))
-        vectors = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
-        for row, key in enumerate(keys):
-            vectors[row] = found[key]
-        return Embedded(vectors, len(missing))
+                on_progress(start + len(part), len(order))
+        vectors = _stack([found[k] for k in keys], self.embedder.dim)
+        embedded = len({k for k in keys if k in missing})
+        if not self.settings.sentence_vectors:
+            return Embedded(vectors, embedded)
+        return Embedded(
+            vectors,
+            embedded,
+            sentence_vectors=_stack([found[k] for k in sentence_keys], self.embedder.dim),
+            sentence_offsets=offsets_of([len(g) for g in sentences]),
+        )
+
+
+def _stack(rows: Sequence[npt.NDArray[np.float32]], dim: int) -> Vectors:
+    """Vectors as one float32 matrix of shape (len(rows), dim)."""
+    matrix = np.zeros((len(rows), dim), dtype=np.float32)
+    for i, row in enumerate(rows):
+        matrix[i] = row
+    return matrix
 
 
 def _report(

@@ -97,6 +97,9 @@ class Hit:
     score: float
     dense_score: float | None = None
     keyword_score: float | None = None
+    # The question's cosine with each sentence of the chunk (`sentences_of` order), when the
+    # build has sentence vectors and the settings weigh them (sentence_meaning > 0).
+    sentence_cosines: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """Build progress for people: a line on a terminal as each stage of `groundqa index` starts
-(the embedding stage draws its own bar, with chunks/s and the time left)."""
+(the embedding stage draws its own bar, with texts/s and the time left)."""
 
 from __future__ import annotations
 

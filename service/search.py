@@ -19,7 +19,7 @@ from service.embedding import Embedder, MicroBatcher, available_cores
 from service.expansion import acronym_terms
 from service.keyword import tokenize
 from service.models import Chunk, Hit
-from service.sentences import best_share
+from service.sentences import sentence_scores, sentence_shares
 from service.vectors import pin_threads
 
 
@@ -320,9 +320,15 @@ class Searcher:
                 ]
             )
         chunks = dict(keyword.chunks) if keyword is not None else {}
+        cosines: dict[int, npt.NDArray[np.float32]] = {}
         if mode == "hybrid" and self.settings.sentence_weight > 0 and len(ranked):
-            ranked, fused = self._by_sentences(index, ranked, fused, terms, weights, chunks)
+            ranked, fused = self._by_sentences(
+                index, query, ranked, fused, terms, weights, chunks, cosines
+            )
         rows = ranked[:top_k].tolist()
+        if index.sentences is not None and self.settings.sentence_meaning > 0:
+            need = [r for r in rows if r not in cosines]
+            cosines.update(zip(need, index.sentences.cosines(query, need), strict=True))
         dense_scores = self._dense_scores(index, query, rows, dense_rows, dense_top)
         missing = [r for r in rows if r not in chunks]
         if missing:
@@ -331,8 +337,15 @@ class Searcher:
         for row, dense, fused_score in zip(rows, dense_scores, fused[:top_k].tolist(), strict=True):
             kw = keyword.score(row) if keyword is not None else None
             score = {"dense": dense, "keyword": kw or 0.0}.get(mode, fused_score)
+            found = cosines.get(row)
             hits.append(
-                Hit(chunk=chunks[row], score=float(score), dense_score=dense, keyword_score=kw)
+                Hit(
+                    chunk=chunks[row],
+                    score=float(score),
+                    dense_score=dense,
+                    keyword_score=kw,
+                    sentence_cosines=None if found is None else tuple(found.tolist()),
+                )
             )
         # Wall time of the ask minus the encoder's: what search adds to the critical path.
         timings["search_ms"] = (time.perf_counter() - started) * 1000 - timings["embed_ms"]
@@ -349,16 +362,20 @@ class Searcher:
     def _by_sentences(
         self,
         index: LoadedIndex,
+        query: npt.NDArray[np.float32],
         ranked: npt.NDArray[np.int64],
         fused: npt.NDArray[np.float64],
         terms: Sequence[str],
         weights: Sequence[float],
         chunks: dict[int, Chunk],
+        cosines: dict[int, npt.NDArray[np.float32]],
     ) -> Ranking:
         """The fused ranking with each of its first sentence_rerank passages raised by
-        sentence_weight times the largest share of the question's IDF mass one of its
-        sentences holds: an answer states the question's words together, in one sentence,
-        where a passage that merely mentions them spreads them out. Fills `chunks`."""
+        sentence_weight times the score of its best sentence: the share of the question's IDF
+        mass it holds, plus sentence_meaning times its cosine with the question when the build
+        has sentence vectors. An answer states what the question asks in one sentence, where a
+        passage that merely mentions its words spreads them out. Fills `chunks` and, when the
+        build has sentence vectors, `cosines` (row -> the question's cosine with each sentence)."""
         head = ranked[: self.settings.sentence_rerank].tolist()
         missing = [r for r in head if r not in chunks]
         if missing:
@@ -366,8 +383,18 @@ class Searcher:
         idf = index.keyword.idf(sorted(set(terms)))
         scale = dict(zip(terms, weights, strict=True))
         term_weights = {t: w * scale.get(t, 1.0) for t, w in idf.items()}
+        if index.sentences is not None and self.settings.sentence_meaning > 0:
+            cosines.update(zip(head, index.sentences.cosines(query, head), strict=True))
         bonus = np.zeros(len(ranked), dtype=np.float64)
-        bonus[: len(head)] = [best_share(chunks[r].text, term_weights) for r in head]
+        for i, row in enumerate(head):
+            bonus[i] = max(
+                sentence_scores(
+                    sentence_shares(chunks[row].text, term_weights),
+                    cosines.get(row),
+                    self.settings.sentence_meaning,
+                ),
+                default=0.0,
+            )
         return _ranked(ranked, fused + self.settings.sentence_weight * bonus)
 
     def _with_context(

@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+import numpy.typing as npt
+
 from service.chunking import split_sentences
 from service.keyword import tokenize
 from service.models import Chunk, Span
@@ -75,8 +78,23 @@ def masses(analysed: Sentences, weights: Mapping[str, float]) -> list[float]:
     return [sum(weights[t] for t in question & terms) for terms in analysed.terms]
 
 
-def best_share(text: str, weights: Mapping[str, float]) -> float:
-    """The largest share of the question's IDF mass one sentence of text holds (0 to 1)."""
+def sentence_shares(text: str, weights: Mapping[str, float]) -> list[float]:
+    """The share of the question's IDF mass each prose sentence of text holds (0 to 1), in
+    the order of `sentences_of`."""
     total = sum(weights.values())
     found = masses(sentences_of(text), weights)
-    return max(found) / total if found and total else 0.0
+    return [m / total for m in found] if total else [0.0] * len(found)
+
+
+Cosines = Sequence[float] | npt.NDArray[np.float32]
+
+
+def sentence_scores(
+    shares: Sequence[float], cosines: Cosines | None, meaning: float
+) -> list[float]:
+    """Each sentence's score against a question: its share of the question's IDF mass, plus
+    `meaning` times its cosine with the question when the cosines are known (and are of the
+    same sentences)."""
+    if cosines is None or not meaning or len(cosines) != len(shares):
+        return list(shares)
+    return [s + meaning * float(c) for s, c in zip(shares, cosines, strict=True)]

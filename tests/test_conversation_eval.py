@@ -96,9 +96,11 @@ def eval_settings(tmp_path: Path) -> Settings:
         index_dir=tmp_path / "unused-index",
         cache_dir=tmp_path / "cache",
         abstain_threshold=0.2,
-        # The plain fused ranking: these tests are about how turns are asked and counted, and
-        # the sentence signal would rank "Where were they deployed?" right even alone.
+        # The plain fused ranking and lexical answer sentences: these tests are about how turns
+        # are asked and counted; the sentence signal would rank "Where were they deployed?"
+        # right even alone, and the fake embedder's sentence cosines mean nothing.
         sentence_weight=0.0,
+        sentence_meaning=0.0,
     )
 
 

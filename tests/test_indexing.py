@@ -18,6 +18,7 @@ from service.errors import BuildInProgressError
 from service.indexing import Builder, BuildReport, build_lock
 from service.keyword import tokenize
 from service.search import Searcher
+from service.sentence_vectors import SENTENCE_OFFSETS, SENTENCE_VECTORS, sentence_texts
 from service.store import (
     BUILDS,
     CHUNKS_DB,
@@ -43,14 +44,22 @@ ZEBRA = "Zebras\n\nZebras quagga okapi graze on the savanna.\n"
 ZEBRA_CHUNKS = ["Zebras\n\nZebras quagga okapi graze on the savanna."]
 
 
-def embedded_by_build(fake: FakeEmbedder, index_dir: Path) -> list[str]:
-    """Texts a publishing build embedded, without validation's smoke query (its last call,
-    which re-embeds row 0 of the new build); the call log is then cleared."""
+def embedded_by_build(fake: FakeEmbedder, index_dir: Path, *, sentences: bool = False) -> list[str]:
+    """Chunk texts a publishing build embedded (or, with `sentences`, the texts of their
+    sentences), without validation's smoke query (its last call, which re-embeds row 0 of the
+    new build); the call log is then cleared."""
     store = published(index_dir, fake).chunks
+    chunks = store.chunks(list(range(store.chunk_count))).values()
     assert fake.calls[-1] == [embedding_text(store.chunks([0])[0])]
     texts = [t for call in fake.calls[:-1] for t in call]
     fake.calls.clear()
-    return texts
+    # A one-sentence chunk embeds the same text as its sentence: embedded once, it is both.
+    wanted = (
+        {t for c in chunks for t in sentence_texts(c)}
+        if sentences
+        else {embedding_text(c) for c in chunks}
+    )
+    return [t for t in texts if t in wanted]
 
 
 def published(index_dir: Path, fake: FakeEmbedder) -> LoadedIndex:
@@ -126,7 +135,14 @@ def test_first_build_embeds_everything(
     assert (small.index_dir / POINTER).read_text() == f"{build_id}\n"
     assert build_ids(small.index_dir) == [build_id]
     folder = build_path(small.index_dir, build_id)
-    assert {p.name for p in folder.iterdir()} == {MANIFEST, VECTORS, CHUNKS_DB, "bm25"}
+    assert {p.name for p in folder.iterdir()} == {
+        MANIFEST,
+        VECTORS,
+        CHUNKS_DB,
+        "bm25",
+        SENTENCE_VECTORS,
+        SENTENCE_OFFSETS,
+    }
     # The file's own JSON: its layout is what other builds and tools read.
     manifest = json.loads((folder / MANIFEST).read_text())
     assert read_manifest(folder).to_json() == manifest
@@ -227,7 +243,14 @@ def test_added_file_embeds_only_its_chunks(
         1,
         3,
     )
+    calls = list(fake_embedder.calls)
     assert embedded_by_build(fake_embedder, small.index_dir) == [f"Zebras\n{ZEBRA_CHUNKS[0]}"]
+    fake_embedder.calls[:] = calls
+    # ...and that chunk's sentences alone (a sentence naming the title is not prefixed by it).
+    assert embedded_by_build(fake_embedder, small.index_dir, sentences=True) == [
+        "Zebras",
+        "Zebras quagga okapi graze on the savanna.",
+    ]
 
 
 def test_deleted_file_is_gone_from_every_index(

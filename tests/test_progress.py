@@ -151,7 +151,7 @@ def test_index_on_a_terminal_shows_every_stage_and_reuses_the_model_export(
         # The first line comes before any heavy work: before the model loads.
         assert lines[0] == expected[0]
         assert stage_lines(lines) == expected, lines
-        assert any(re.search(r"chunk/s\]$", line) for line in lines), lines  # rate and ETA
+        assert any(re.search(r"text/s\]$", line) for line in lines), lines  # rate and ETA
     after = exported.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 

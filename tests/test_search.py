@@ -19,7 +19,8 @@ from service.indexing import Builder
 from service.keyword import tokenize
 from service.models import Chunk
 from service.search import Searcher, rrf, zscore_fusion
-from service.sentences import best_share
+from service.sentence_vectors import sentence_texts
+from service.sentences import sentence_shares
 from tests.conftest import FakeEmbedder
 
 
@@ -108,10 +109,28 @@ def reference(searcher: Searcher, question: str, top_k: int) -> list[tuple[int, 
     rows, fused = zscore_fusion(
         [(ids[0].astype(np.int64), scores[0], 0.5), (keyword_rows, keyword[keyword_rows], 0.5)]
     )
-    # Then each passage gains sentence_weight times its best sentence's share of the IDF mass.
+    # Then each of the first sentence_rerank passages gains sentence_weight times the score of
+    # its best sentence: its share of the IDF mass plus sentence_meaning times its cosine.
+    settings = searcher.settings
     idf = index.keyword.idf(tokenize([question])[0])
     texts = index.chunks.chunks(rows.tolist())
-    shares = [best_share(texts[r].text, idf) for r in rows.tolist()]
+    shares = [
+        max(
+            (
+                share + settings.sentence_meaning * float(vector.astype(np.float32) @ query)
+                for share, vector in zip(
+                    sentence_shares(texts[r].text, idf),
+                    # stored as float16, as the chunk vectors are
+                    searcher.embedder.embed(sentence_texts(texts[r])).astype(np.float16),
+                    strict=True,
+                )
+            ),
+            default=0.0,
+        )
+        if i < settings.sentence_rerank
+        else 0.0
+        for i, r in enumerate(rows.tolist())
+    ]
     rescored = sorted(
         (
             (r, f + searcher.settings.sentence_weight * b)
@@ -122,12 +141,12 @@ def reference(searcher: Searcher, question: str, top_k: int) -> list[tuple[int, 
     return [(int(r), float(f)) for r, f in rescored[:top_k]]
 
 
-def test_best_share_is_the_largest_sentence_share_of_the_idf_mass() -> None:
+def test_sentence_shares_are_each_sentences_share_of_the_idf_mass() -> None:
     text = "Roots take water. Water comes from soil and roots."
-    assert best_share(text, {"root": 1.0, "water": 2.0, "soil": 1.0}) == 1.0
-    assert best_share(text, {"root": 1.0, "water": 2.0, "sky": 1.0}) == 0.75
-    assert best_share(text, {"sky": 1.0}) == 0.0
-    assert best_share("", {"root": 1.0}) == 0.0
+    assert sentence_shares(text, {"root": 1.0, "water": 2.0, "soil": 1.0}) == [0.75, 1.0]
+    assert sentence_shares(text, {"root": 1.0, "water": 2.0, "sky": 1.0}) == [0.75, 0.75]
+    assert sentence_shares(text, {"sky": 1.0}) == [0.0, 0.0]
+    assert sentence_shares("", {"root": 1.0}) == []
 
 
 def test_a_passage_stating_the_question_in_one_sentence_ranks_first(
@@ -150,7 +169,7 @@ def test_a_passage_stating_the_question_in_one_sentence_ranks_first(
     ranked_on = [h.chunk.source for h in on.search(question, top_k=2).hits]
     base = off.search(question, top_k=2).hits
     shares = [
-        best_share(h.chunk.text, on.holder.current.keyword.idf(tokenize([question])[0]))
+        max(sentence_shares(h.chunk.text, on.holder.current.keyword.idf(tokenize([question])[0])))
         for h in base
     ]
     assert ranked_on[0] == "together.txt"
