@@ -35,6 +35,7 @@ from service.sentence_vectors import (
     sentence_texts,
     write_sentence_vectors,
 )
+from service.sentences import sentences_of
 from service.store import (
     BUILDS,
     CHUNKS_DB,
@@ -504,9 +505,17 @@ class Builder:
         """Stage write: vectors, keyword index and, last, the manifest."""
         folder = chunked.folder
         write_vectors(folder, embedded.vectors, AnnSettings.of(self.settings))
+        keyword = KeywordIndex.build([c.text for c in chunked.rows])
+        keyword.save(folder / KEYWORD_DIR)
         if embedded.sentence_vectors is not None and embedded.sentence_offsets is not None:
-            write_sentence_vectors(folder, embedded.sentence_offsets, embedded.sentence_vectors)
-        KeywordIndex.build([c.text for c in chunked.rows]).save(folder / KEYWORD_DIR)
+            terms = [
+                keyword.term_ids(sorted(t))
+                for c in chunked.rows
+                for t in sentences_of(c.text).terms
+            ]
+            write_sentence_vectors(
+                folder, embedded.sentence_offsets, embedded.sentence_vectors, terms
+            )
         seeds_by_source = {f.source: f for f in scan.files}
         chunker = self.chunker.settings
         manifest = Manifest(

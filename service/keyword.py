@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,11 @@ class KeywordIndex:
         rows, where = np.unique(postings, return_inverse=True)
         sums = np.bincount(where, weights=scores, minlength=len(rows))
         return rows.astype(np.int64), sums.astype(np.float32)
+
+    def term_ids(self, terms: Iterable[str]) -> list[int]:
+        """The index's ids of the indexed terms among `terms`, in order (others are left out)."""
+        vocab = self._retriever.vocab_dict if self.size else {}
+        return [vocab[t] for t in terms if t in vocab]
 
     def is_acronym(self, term: str) -> bool:
         """Whether the indexed text writes a `tokenize`d term in capitals (as US, JCS)."""

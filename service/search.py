@@ -374,25 +374,30 @@ class Searcher:
         sentence_weight times the score of its best sentence: the share of the question's IDF
         mass it holds, plus sentence_meaning times its cosine with the question when the build
         has sentence vectors. An answer states what the question asks in one sentence, where a
-        passage that merely mentions its words spreads them out. Fills `chunks` and, when the
-        build has sentence vectors, `cosines` (row -> the question's cosine with each sentence)."""
+        passage that merely mentions its words spreads them out. Fills `cosines` (row -> the
+        question's cosine with each sentence) when the build has sentence vectors, else
+        `chunks` with the passages it splits."""
         head = ranked[: self.settings.sentence_rerank].tolist()
-        missing = [r for r in head if r not in chunks]
-        if missing:
-            chunks.update(index.chunks.chunks(missing))
         idf = index.keyword.idf(sorted(set(terms)))
         scale = dict(zip(terms, weights, strict=True))
         term_weights = {t: w * scale.get(t, 1.0) for t, w in idf.items()}
-        if index.sentences is not None and self.settings.sentence_meaning > 0:
-            cosines.update(zip(head, index.sentences.cosines(query, head), strict=True))
+        sentences = index.sentences
+        shares: list[Sequence[float]]
+        if sentences is None:  # a build without sentence vectors: split the passages
+            missing = [r for r in head if r not in chunks]
+            if missing:
+                chunks.update(index.chunks.chunks(missing))
+            shares = [sentence_shares(chunks[r].text, term_weights) for r in head]
+        else:  # the build stored each sentence's terms: no passage is split per request
+            total = sum(term_weights.values())
+            by_id = {i: w for t, w in term_weights.items() for i in index.keyword.term_ids([t])}
+            shares = [(m / total if total else m).tolist() for m in sentences.masses(head, by_id)]
+            if self.settings.sentence_meaning > 0:
+                cosines.update(zip(head, sentences.cosines(query, head), strict=True))
         bonus = np.zeros(len(ranked), dtype=np.float64)
         for i, row in enumerate(head):
             bonus[i] = max(
-                sentence_scores(
-                    sentence_shares(chunks[row].text, term_weights),
-                    cosines.get(row),
-                    self.settings.sentence_meaning,
-                ),
+                sentence_scores(shares[i], cosines.get(row), self.settings.sentence_meaning),
                 default=0.0,
             )
         return _ranked(ranked, fused + self.settings.sentence_weight * bonus)

@@ -18,7 +18,8 @@ from service.errors import BuildInProgressError
 from service.indexing import Builder, BuildReport, build_lock
 from service.keyword import tokenize
 from service.search import Searcher
-from service.sentence_vectors import SENTENCE_OFFSETS, SENTENCE_VECTORS, sentence_texts
+from service.sentence_vectors import FILES as SENTENCE_FILES
+from service.sentence_vectors import sentence_texts
 from service.store import (
     BUILDS,
     CHUNKS_DB,
@@ -140,8 +141,7 @@ def test_first_build_embeds_everything(
         VECTORS,
         CHUNKS_DB,
         "bm25",
-        SENTENCE_VECTORS,
-        SENTENCE_OFFSETS,
+        *SENTENCE_FILES,
     }
     # The file's own JSON: its layout is what other builds and tools read.
     manifest = json.loads((folder / MANIFEST).read_text())

@@ -13,10 +13,11 @@ from service.builds import IndexHolder, open_published
 from service.config import Settings
 from service.errors import IndexIncompatibleError
 from service.indexing import Builder
+from service.keyword import tokenize
 from service.models import Chunk
 from service.search import Searcher
-from service.sentence_vectors import SENTENCE_OFFSETS, SENTENCE_VECTORS, sentence_texts
-from service.sentences import sentences_of
+from service.sentence_vectors import FILES, SENTENCE_OFFSETS, sentence_texts
+from service.sentences import masses, sentences_of
 from service.store import build_path
 from tests.conftest import TEN_PIECE_SENTENCES, FakeEmbedder, WriteSeed
 
@@ -92,7 +93,7 @@ def test_without_sentence_vectors_a_build_has_none_and_ranks_by_words(
     off = settings.model_copy(update={"sentence_vectors": False})
     report = Builder(off, fake_embedder).build()
     folder = build_path(off.index_dir, str(report.build_id))
-    assert not (folder / SENTENCE_VECTORS).exists() and not (folder / SENTENCE_OFFSETS).exists()
+    assert not any((folder / name).exists() for name in FILES)
     holder = IndexHolder(off.index_dir, fake_embedder)
     holder.refresh()
     assert holder.current.sentences is None
@@ -117,7 +118,7 @@ def test_turning_sentence_vectors_on_rebuilds_without_embedding_a_chunk_again(
     off = settings.model_copy(update={"sentence_vectors": False})
     Builder(off, fake_embedder).build()
     report = Builder(settings, fake_embedder).build()
-    assert report.full_rebuild_reason == "settings changed: sentences None -> 1"
+    assert report.full_rebuild_reason == "settings changed: sentences None -> 2"
     assert report.chunks_embedded == 0  # the embedding cache has every chunk
     assert open_published(settings.index_dir, fake_embedder).sentences is not None
 
@@ -148,3 +149,23 @@ def test_sentence_vectors_that_do_not_fit_the_chunks_are_refused_with_the_rebuil
     assert str(info.value).endswith(f"--index {settings.index_dir}` to rebuild it")
     assert builder.build(full=True).published
     assert open_published(settings.index_dir, fake_embedder).sentences is not None
+
+
+def test_stored_sentence_terms_give_the_masses_the_passage_text_gives(
+    small: Settings, small_builder: Builder, fake_embedder: FakeEmbedder, write_seed: WriteSeed
+) -> None:
+    """What ranking reads from the build equals what splitting the passage would give."""
+    write_seed("notes.txt", NOTES)
+    write_seed("soil.md", SOIL)
+    small_builder.build()
+    index = open_published(small.index_dir, fake_embedder)
+    assert index.sentences is not None
+    question = tokenize(["water soil roots alpha violet monday notes"])[0]
+    weights = index.keyword.idf(question)
+    by_id = {index.keyword.term_ids([t])[0]: w for t, w in weights.items()}
+    rows = list(range(index.chunks.chunk_count))
+    stored = index.sentences.masses(rows, by_id)
+    for row, chunk in enumerate(_chunks(small, fake_embedder)):
+        expected = masses(sentences_of(chunk.text), weights)
+        assert stored[row].tolist() == pytest.approx(expected, abs=1e-6)
+    assert any(m.any() for m in stored)
