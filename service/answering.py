@@ -115,7 +115,7 @@ def best_sentences(
     best: list[ScoredHighlight | None] = []
     for rank, hit in enumerate(hits, start=1):
         text = hit.chunk.text
-        analysed = sentences_of(text)
+        analysed = sentences_of(text, hit.chunk.title)
         if not analysed.spans:
             best.append(None)
             continue
@@ -164,7 +164,7 @@ def follow_up_sentences(
     # Over the unscaled mass: context terms alone reach at most FOLLOW_UP_CONTEXT_SCALE.
     total = sum(idf.values()) or 1.0
     head = result.hits[:FOLLOW_UP_PASSAGES]
-    analysed = [sentences_of(h.chunk.text) for h in head]
+    analysed = [sentences_of(h.chunk.text, h.chunk.title) for h in head]
     texts = [
         h.chunk.text[s.start : s.end] for h, a in zip(head, analysed, strict=True) for s in a.spans
     ]

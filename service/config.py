@@ -229,7 +229,7 @@ class Settings(BaseSettings):
     )
 
     sentence_weight: float = Field(
-        5.0,
+        8.0,
         ge=0,
         description="Hybrid ranking: weight of a passage's best sentence (its share of the "
         "question's IDF mass plus sentence_meaning times its cosine with the question), added "

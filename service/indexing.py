@@ -511,7 +511,7 @@ class Builder:
             terms = [
                 keyword.term_ids(sorted(t))
                 for c in chunked.rows
-                for t in sentences_of(c.text).terms
+                for t in sentences_of(c.text, c.title).terms
             ]
             write_sentence_vectors(
                 folder, embedded.sentence_offsets, embedded.sentence_vectors, terms

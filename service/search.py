@@ -387,7 +387,7 @@ class Searcher:
             missing = [r for r in head if r not in chunks]
             if missing:
                 chunks.update(index.chunks.chunks(missing))
-            shares = [sentence_shares(chunks[r].text, term_weights) for r in head]
+            shares = [sentence_shares(chunks[r].text, term_weights, chunks[r].title) for r in head]
         else:  # the build stored each sentence's terms: no passage is split per request
             total = sum(term_weights.values())
             by_id = {i: w for t, w in term_weights.items() for i in index.keyword.term_ids([t])}

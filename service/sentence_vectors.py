@@ -21,7 +21,7 @@ SENTENCE_TERMS = "sentence_terms.npy"  # keyword-index term ids of each sentence
 SENTENCE_TERM_OFFSETS = "sentence_term_offsets.npy"
 FILES = (SENTENCE_VECTORS, SENTENCE_OFFSETS, SENTENCE_TERMS, SENTENCE_TERM_OFFSETS)
 # Bump when the sentences a chunk is split into, or the text embedded for one, change.
-SENTENCES_VERSION = 2  # 2: with each sentence's term ids
+SENTENCES_VERSION = 3  # 2: with each sentence's term ids; 3: the title line is no sentence
 
 Matrix = npt.NDArray[np.float32]
 Ints = npt.NDArray[np.int64]
@@ -33,7 +33,7 @@ def sentence_texts(chunk: Chunk) -> list[str]:
     context, as the chunk itself is embedded, so that "He was born in 1856" is read as being
     about the document's subject; a sentence opening with the context already names it."""
     text, context = chunk.text, chunk.context
-    spans = sentences_of(text).spans
+    spans = sentences_of(text, chunk.title).spans
     sentences = [text[s.start : s.end] for s in spans]
     if not context:
         return sentences

@@ -58,10 +58,16 @@ def prose(text: str, span: Span) -> Span | None:
 
 # A pure function of the passage text; popular passages come back for many questions.
 @lru_cache(maxsize=4096)
-def sentences_of(text: str) -> Sentences:
+def sentences_of(text: str, title: str = "") -> Sentences:
     """Split text into sentences that read as prose (headings, fences and metadata lines are
-    never quoted) and tokenise each as the keyword index does."""
-    spans = tuple(p for p in (prose(text, s) for s in split_sentences(text)) if p is not None)
+    never quoted; nor is the document's title alone, unpunctuated, as a plain text file's
+    heading line) and tokenise each as the keyword index does."""
+    heading = title.strip() if title.strip()[-1:] not in (".", "!", "?", "") else ""
+    spans = tuple(
+        p
+        for p in (prose(text, s) for s in split_sentences(text))
+        if p is not None and not (heading and text[p.start : p.end] == heading)
+    )
     terms = tokenize([text[s.start : s.end] for s in spans])
     return Sentences(spans, tuple(frozenset(t) for t in terms))
 
@@ -69,7 +75,7 @@ def sentences_of(text: str) -> Sentences:
 def prefetch_sentences(chunks: Sequence[Chunk]) -> None:
     """Split and tokenise passages ahead of their scoring (a Searcher prefetch hook)."""
     for chunk in chunks:
-        sentences_of(chunk.text)
+        sentences_of(chunk.text, chunk.title)
 
 
 def masses(analysed: Sentences, weights: Mapping[str, float]) -> list[float]:
@@ -78,11 +84,11 @@ def masses(analysed: Sentences, weights: Mapping[str, float]) -> list[float]:
     return [sum(weights[t] for t in question & terms) for terms in analysed.terms]
 
 
-def sentence_shares(text: str, weights: Mapping[str, float]) -> list[float]:
+def sentence_shares(text: str, weights: Mapping[str, float], title: str = "") -> list[float]:
     """The share of the question's IDF mass each prose sentence of text holds (0 to 1), in
     the order of `sentences_of`."""
     total = sum(weights.values())
-    found = masses(sentences_of(text), weights)
+    found = masses(sentences_of(text, title), weights)
     return [m / total for m in found] if total else [0.0] * len(found)
 
 

@@ -45,6 +45,18 @@ def test_sentences_of_a_markdown_passage_skip_its_headings() -> None:
     ]
 
 
+def test_the_title_line_of_a_plain_text_passage_is_no_sentence() -> None:
+    """A .txt document's first line is its title: alone and unpunctuated it is a heading,
+    never quoted or scored; a sentence holding the title's words stays, and so does a title
+    that is a sentence."""
+    text = "Ctenophora\n\nCtenophora live in bays. They glow.\n"
+    spans = sentences_of(text, "Ctenophora").spans
+    assert [text[s.start : s.end] for s in spans] == ["Ctenophora live in bays.", "They glow."]
+    assert len(sentences_of(text).spans) == 3  # without the title, the line reads as prose
+    said = "Paris is the capital of France.\nThe Eiffel Tower is in Paris.\n"
+    assert len(sentences_of(said, "Paris is the capital of France.").spans) == 2
+
+
 def test_answer_under_a_heading_quotes_the_sentence(
     builder: Builder, write_seed: WriteSeed, fake_embedder: FakeEmbedder
 ) -> None:

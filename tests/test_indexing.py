@@ -246,10 +246,10 @@ def test_added_file_embeds_only_its_chunks(
     calls = list(fake_embedder.calls)
     assert embedded_by_build(fake_embedder, small.index_dir) == [f"Zebras\n{ZEBRA_CHUNKS[0]}"]
     fake_embedder.calls[:] = calls
-    # ...and that chunk's sentences alone (a sentence naming the title is not prefixed by it).
+    # ...and that chunk's sentence alone: the title line is no sentence, and a sentence
+    # naming the title is not prefixed by it.
     assert embedded_by_build(fake_embedder, small.index_dir, sentences=True) == [
-        "Zebras",
-        "Zebras quagga okapi graze on the savanna.",
+        "Zebras quagga okapi graze on the savanna."
     ]
 
 

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import create_app
+from service.api import server as server_module
 from service.api.observability import JsonFormatter, access_log
 from service.api.server import DrainingServer
 from service.config import Settings
@@ -527,3 +528,24 @@ def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
         log.close()
     assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
     assert results == [200] * count
+
+
+def test_queued_bytes_are_seen_on_descriptors_past_1024() -> None:
+    """The shutdown's check for queued requests works however many files the process holds
+    (select() refused descriptors past 1024: memory-mapped build files and connections add up)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1100:
+        pytest.skip(f"the open-file limit is {soft}")
+    filler = [os.dup(0) for _ in range(1030)]
+    try:
+        left, right = socket.socketpair()
+        assert left.fileno() > 1024
+        with left, right:
+            assert not server_module._any_readable([left])
+            right.sendall(b"GET / HTTP/1.1\r\n")
+            assert server_module._any_readable([left])
+    finally:
+        for fd in filler:
+            os.close(fd)

@@ -119,7 +119,7 @@ def reference(searcher: Searcher, question: str, top_k: int) -> list[tuple[int, 
             (
                 share + settings.sentence_meaning * float(vector.astype(np.float32) @ query)
                 for share, vector in zip(
-                    sentence_shares(texts[r].text, idf),
+                    sentence_shares(texts[r].text, idf, texts[r].title),
                     # stored as float16, as the chunk vectors are
                     searcher.embedder.embed(sentence_texts(texts[r])).astype(np.float16),
                     strict=True,

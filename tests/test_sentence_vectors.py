@@ -43,7 +43,7 @@ def test_every_sentence_of_every_chunk_has_its_vector_in_order(
     total = 0
     for row, chunk in enumerate(_chunks(small, fake_embedder)):
         texts = sentence_texts(chunk)
-        assert len(texts) == len(sentences_of(chunk.text).spans) > 0
+        assert len(texts) == len(sentences_of(chunk.text, chunk.title).spans) > 0
         start, end = int(sentences.offsets[row]), int(sentences.offsets[row + 1])
         expected = fake_embedder.embed(texts).astype(np.float16)
         assert np.array_equal(sentences.vectors[start:end], expected)
@@ -52,14 +52,11 @@ def test_every_sentence_of_every_chunk_has_its_vector_in_order(
 
 
 def test_a_sentence_is_embedded_after_its_chunks_context() -> None:
-    """As the chunk itself is: the title tells what "it" is; the title line is not doubled."""
-    text = "Tesla\n\nHe was born in 1856. He moved to New York."
+    """As the chunk itself is: the title tells what "he" is. The title line is the document's
+    heading, no sentence; a sentence that opens with the title is not prefixed by it."""
+    text = "Tesla\n\nHe was born in 1856. Tesla moved to New York."
     chunk = Chunk("c", "tesla.txt", "Tesla", text, 0, len(text), 1, 3, context="Tesla")
-    assert sentence_texts(chunk) == [
-        "Tesla",
-        "Tesla\nHe was born in 1856.",
-        "Tesla\nHe moved to New York.",
-    ]
+    assert sentence_texts(chunk) == ["Tesla\nHe was born in 1856.", "Tesla moved to New York."]
     bare = Chunk("c", "a.txt", "a", "It rains. It pours.", 0, 19, 1, 1)
     assert sentence_texts(bare) == ["It rains.", "It pours."]
 
@@ -118,7 +115,7 @@ def test_turning_sentence_vectors_on_rebuilds_without_embedding_a_chunk_again(
     off = settings.model_copy(update={"sentence_vectors": False})
     Builder(off, fake_embedder).build()
     report = Builder(settings, fake_embedder).build()
-    assert report.full_rebuild_reason == "settings changed: sentences None -> 2"
+    assert report.full_rebuild_reason == "settings changed: sentences None -> 3"
     assert report.chunks_embedded == 0  # the embedding cache has every chunk
     assert open_published(settings.index_dir, fake_embedder).sentences is not None
 
@@ -166,6 +163,6 @@ def test_stored_sentence_terms_give_the_masses_the_passage_text_gives(
     rows = list(range(index.chunks.chunk_count))
     stored = index.sentences.masses(rows, by_id)
     for row, chunk in enumerate(_chunks(small, fake_embedder)):
-        expected = masses(sentences_of(chunk.text), weights)
+        expected = masses(sentences_of(chunk.text, chunk.title), weights)
         assert stored[row].tolist() == pytest.approx(expected, abs=1e-6)
     assert any(m.any() for m in stored)

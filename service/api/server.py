@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import select
+import selectors
 import socket
 import time
 from collections.abc import Iterable
@@ -21,8 +21,15 @@ DRAIN_SECONDS = 2.0
 
 def _any_readable(sockets: Iterable[Any]) -> bool:
     """Whether any of sockets has something to read (a queued connection or request bytes)."""
-    fds = [s.fileno() for s in sockets if s.fileno() >= 0]
-    return bool(fds) and bool(select.select(fds, [], [], 0)[0])
+    fds = {s.fileno() for s in sockets if s.fileno() >= 0}
+    if not fds:
+        return False
+    # Not select.select: it refuses descriptors past 1024, which a busy server (connections,
+    # memory-mapped build files) reaches.
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        return bool(selector.select(timeout=0))
 
 
 def _unread(connections: Iterable[Any]) -> list[Any]:
