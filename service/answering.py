@@ -122,17 +122,20 @@ def best_sentences(
         mass = [m / total if total else 0.0 for m in masses(analysed, weights)]
         # The sentence that ranked the passage: its words and, with sentence vectors, its
         # meaning (SQuAD dev: the answer in the first highlight 0.828 -> 0.831).
-        ranked = sentence_scores(mass, hit.sentence_cosines, choice.meaning)
+        scores = sentence_scores(mass, hit.sentence_cosines, choice.meaning)
+        ranked = scores
         if choice.kind is not None:
             ranked = [
                 m + KIND_BONUS * has_kind(text[s.start : s.end], choice.kind)
-                for m, s in zip(ranked, analysed.spans, strict=True)
+                for m, s in zip(scores, analysed.spans, strict=True)
             ]
         i = max(range(len(ranked)), key=ranked.__getitem__)
         sentence = analysed.spans[i]
         wide = _neighbour(text, analysed.spans, mass, i) if choice.neighbour else sentence
         shown = highlight(hit.chunk, wide) if wide != sentence else None
-        best.append(ScoredHighlight(rank, highlight(hit.chunk, sentence), mass[i], shown))
+        # The answer compares passages' sentences by this same score: by words alone, "stating"
+        # in a quote would outscore "urged" for "What did the US demand?".
+        best.append(ScoredHighlight(rank, highlight(hit.chunk, sentence), scores[i], shown))
     return best
 
 
