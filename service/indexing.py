@@ -502,7 +502,8 @@ class Builder:
         )
 
     def _write(self, scan: Scan, chunked: Chunked, embedded: Embedded) -> None:
-        """Stage write: vectors, keyword index and, last, the manifest."""
+        """Stage write: vectors, keyword index, sentence vectors with their term ids and,
+        last, the manifest."""
         folder = chunked.folder
         write_vectors(folder, embedded.vectors, AnnSettings.of(self.settings))
         keyword = KeywordIndex.build([c.text for c in chunked.rows])
