@@ -380,6 +380,7 @@ class Embedded:
     embedded: int
     sentence_vectors: Vectors | None = None
     sentence_offsets: npt.NDArray[np.int64] | None = None
+    sentence_terms: tuple[frozenset[str], ...] = ()  # keyword terms of each sentence, in order
 
 
 class _Timer:
@@ -509,11 +510,7 @@ class Builder:
         keyword = KeywordIndex.build([c.text for c in chunked.rows])
         keyword.save(folder / KEYWORD_DIR)
         if embedded.sentence_vectors is not None and embedded.sentence_offsets is not None:
-            terms = [
-                keyword.term_ids(sorted(t))
-                for c in chunked.rows
-                for t in sentences_of(c.text, c.title).terms
-            ]
+            terms = [keyword.term_ids(sorted(t)) for t in embedded.sentence_terms]
             write_sentence_vectors(
                 folder, embedded.sentence_offsets, embedded.sentence_vectors, terms
             )
@@ -582,7 +579,13 @@ class Builder:
         cache = EmbeddingCache(self.settings.index_dir / CACHE_FILE)
         model = self.embedder.model_id
         texts = [embedding_text(c) for c in chunks]
-        sentences = [sentence_texts(c) for c in chunks] if self.settings.sentence_vectors else []
+        sentences: list[list[str]] = []
+        terms: list[frozenset[str]] = []  # of each sentence, for the write stage
+        if self.settings.sentence_vectors:
+            for chunk in chunks:
+                sentences.append(sentence_texts(chunk))
+                # Just split by sentence_texts: its cached split, not a second one.
+                terms.extend(sentences_of(chunk.text, chunk.title).terms)
         keys = [text_key(t) for t in texts]
         sentence_keys = [text_key(t) for group in sentences for t in group]
         wanted = keys + sentence_keys
@@ -619,15 +622,13 @@ class Builder:
             embedded,
             sentence_vectors=_stack([found[k] for k in sentence_keys], self.embedder.dim),
             sentence_offsets=offsets_of([len(g) for g in sentences]),
+            sentence_terms=tuple(terms),
         )
 
 
 def _stack(rows: Sequence[npt.NDArray[np.float32]], dim: int) -> Vectors:
     """Vectors as one float32 matrix of shape (len(rows), dim)."""
-    matrix = np.zeros((len(rows), dim), dtype=np.float32)
-    for i, row in enumerate(rows):
-        matrix[i] = row
-    return matrix
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)
 
 
 def _report(

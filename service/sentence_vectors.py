@@ -50,9 +50,8 @@ def offsets_of(counts: Sequence[int]) -> Ints:
 def _ranges(starts: Ints, ends: Ints) -> tuple[Ints, Ints]:
     """The positions of every [start, end) range, concatenated, and the range each belongs to."""
     lengths = ends - starts
-    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
-        offsets_of(lengths.tolist())[:-1], lengths
-    )
+    firsts = np.cumsum(lengths) - lengths  # where each range begins in the concatenation
+    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(firsts, lengths)
     return np.repeat(starts, lengths) + within, np.repeat(np.arange(len(starts)), lengths)
 
 
